@@ -1,0 +1,576 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, each a process of ours, started and stopped by PID.
+
+The same code serves `just up` (a long-lived cluster in `.run/cluster` that outlives the command)
+and the pytest session fixture (a throw-away cluster in a temporary directory). There are no nodes:
+pods are created and scheduled-to-nothing unless a test binds them; Jobs, garbage collection,
+namespaces and ServiceAccounts work because the controller-manager runs.
+
+Usage: python hack/controlplane.py {up,down,status,kubeconfig} [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = REPO / ".run" / "cluster"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or reached; the message says which part."""
+
+
+def _log(msg: str) -> None:
+    print(f"controlplane: {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _run(args: Sequence[str], **kw: object) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise ControlPlaneError(
+            f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}"
+        )
+    out: str = proc.stdout
+    return out
+
+
+def ensure_binaries() -> tuple[Path, Path]:
+    """Build or reuse the Kubernetes binaries and etcd; return (kube bin dir, etcd binary)."""
+    kube_bin = Path(_run(["bash", str(REPO / "hack" / "build-kube.sh")]).strip().splitlines()[-1])
+    etcd = Path(_run(["bash", str(REPO / "hack" / "ensure-etcd.sh")]).strip().splitlines()[-1])
+    return kube_bin, etcd
+
+
+@attrs.define
+class Pki:
+    """Certificates and keys for one cluster, made with the openssl CLI."""
+
+    dir: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def cert(self, name: str) -> Path:
+        return self.dir / f"{name}.crt"
+
+    def key(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def generate(self) -> None:
+        if self.ca.exists() and self.cert("admin").exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ossl = "openssl"
+        _run(
+            [
+                ossl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3650",
+                "-keyout",
+                str(self.key("ca")),
+                "-out",
+                str(self.ca),
+                "-subj",
+                "/CN=dynamo-snapshot-local-ca",
+            ]
+        )
+        names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+        sans = ",".join([*(f"DNS:{n}" for n in names), "IP:127.0.0.1", "IP:10.0.0.1"])
+        self._signed("apiserver", "/CN=kube-apiserver", sans)
+        self._signed("admin", "/O=system:masters/CN=admin")
+        self._signed("controller-manager", "/CN=system:kube-controller-manager")
+        self._signed("scheduler", "/CN=system:kube-scheduler")
+        _run([ossl, "genrsa", "-out", str(self.key("sa")), "2048"])
+        _run([ossl, "rsa", "-in", str(self.key("sa")), "-pubout", "-out", str(self.dir / "sa.pub")])
+
+    def _signed(self, name: str, subject: str, sans: str | None = None) -> None:
+        csr = self.dir / f"{name}.csr"
+        _run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(self.key(name)),
+                "-out",
+                str(csr),
+                "-subj",
+                subject,
+            ]
+        )
+        ext = self.dir / f"{name}.ext"
+        lines = ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature,keyEncipherment"]
+        lines.append("extendedKeyUsage=serverAuth" if sans else "extendedKeyUsage=clientAuth")
+        if sans:
+            lines.append(f"subjectAltName={sans}")
+        ext.write_text("\n".join(lines) + "\n")
+        _run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(self.ca),
+                "-CAkey",
+                str(self.key("ca")),
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-out",
+                str(self.cert(name)),
+                "-extfile",
+                str(ext),
+            ]
+        )
+        csr.unlink()
+        ext.unlink()
+
+
+@attrs.define
+class ControlPlane:
+    """One local cluster rooted at `dir`. Ports and binary paths persist in `dir/state.json`, so a
+    later process (`just down`, a test) can find and stop exactly what an earlier one started."""
+
+    dir: Path
+    kube_bin: Path = attrs.field(factory=Path)
+    etcd_bin: Path = attrs.field(factory=Path)
+    ports: dict[str, int] = attrs.field(factory=dict)
+
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.dir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['etcd']}"
+
+    def kubectl_path(self) -> Path:
+        return self.kube_bin / "kubectl"
+
+    # ----- state -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, dir: Path) -> ControlPlane:
+        state = dir / "state.json"
+        if not state.exists():
+            return cls(dir=dir)
+        data = json.loads(state.read_text())
+        return cls(
+            dir=dir,
+            kube_bin=Path(data["kube_bin"]),
+            etcd_bin=Path(data["etcd_bin"]),
+            ports={k: int(v) for k, v in data["ports"].items()},
+        )
+
+    def _save(self) -> None:
+        (self.dir / "state.json").write_text(
+            json.dumps(
+                {
+                    "kube_bin": str(self.kube_bin),
+                    "etcd_bin": str(self.etcd_bin),
+                    "ports": self.ports,
+                },
+                indent=2,
+            )
+        )
+
+    def _pidfile(self, component: str) -> Path:
+        return self.dir / f"{component}.pid"
+
+    def pid(self, component: str) -> int | None:
+        try:
+            pid = int(self._pidfile(component).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        # A recycled PID must not be mistaken for ours: check the command line names the component.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            return None
+        return pid if Path(cmdline).name == component else None
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start every component, or reuse a healthy running cluster."""
+        if self.ports and all(self.pid(c) for c in COMPONENTS) and self.healthy():
+            _log(f"reusing healthy cluster in {self.dir}")
+            return
+        self.down()
+        t0 = time.monotonic()
+        self.kube_bin, self.etcd_bin = ensure_binaries()
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.pki.generate()
+        self.ports = {
+            name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+        }
+        self._save()
+        self._write_kubeconfig(self.kubeconfig, "admin")
+        self._write_kubeconfig(self.dir / "controller-manager.kubeconfig", "controller-manager")
+        self._write_kubeconfig(self.dir / "scheduler.kubeconfig", "scheduler")
+        self._start("etcd")
+        self._wait(lambda: self._etcd_healthy(), "etcd", 30)
+        self.start_apiserver()
+        self._start("kube-controller-manager")
+        self._start("kube-scheduler")
+        self._wait(
+            self._default_serviceaccount_exists,
+            "kube-controller-manager (default ServiceAccount)",
+            60,
+        )
+        _log(f"cluster up in {time.monotonic() - t0:.1f} s; kubeconfig {self.kubeconfig}")
+
+    def down(self) -> None:
+        """Stop every component we started, by PID, apiserver clients first and etcd last."""
+        for component in reversed(COMPONENTS):
+            self._stop(component)
+
+    def start_apiserver(self) -> None:
+        self._start("kube-apiserver")
+        self._wait(self.healthy, "kube-apiserver /readyz", 90)
+
+    def stop_apiserver(self) -> None:
+        self._stop("kube-apiserver")
+
+    def restart_apiserver(self) -> None:
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{self.server}/readyz", context=self._ssl(), timeout=3
+            ) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.URLError, KeyError):
+            return False
+
+    def compact_etcd(self) -> int:
+        """Compact etcd at its current revision, so every older resourceVersion answers 410 Gone
+        once the apiserver's watch cache no longer covers it. Returns the compacted revision."""
+        answer = self._etcd_post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
+        header = answer["header"]
+        assert isinstance(header, dict)
+        revision = int(header["revision"])
+        self._etcd_post("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, as_user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.kubectl_path()), "--kubeconfig", str(self.kubeconfig)]
+        if as_user:
+            cmd += ["--as", as_user]
+        proc = subprocess.run(
+            cmd + list(args), input=input, capture_output=True, text=True, check=False
+        )
+        if check and proc.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    # ----- internals -------------------------------------------------------------------------
+
+    def _args(self, component: str) -> list[str]:
+        pki, p = self.pki, self.ports
+        if component == "etcd":
+            return [
+                str(self.etcd_bin),
+                "--name",
+                "local",
+                "--data-dir",
+                str(self.dir / "etcd-data"),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{p['etcd-peer']}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{p['etcd-peer']}",
+                "--initial-cluster",
+                f"local=http://127.0.0.1:{p['etcd-peer']}",
+                # The disk here is noisy and this data is throw-away: fsync buys nothing.
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ]
+        if component == "kube-apiserver":
+            return [
+                str(self.kube_bin / component),
+                "--etcd-servers",
+                self.etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(p["apiserver"]),
+                "--cert-dir",
+                str(self.dir / "apiserver-certs"),
+                "--tls-cert-file",
+                str(pki.cert("apiserver")),
+                "--tls-private-key-file",
+                str(pki.key("apiserver")),
+                "--client-ca-file",
+                str(pki.ca),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-key-file",
+                str(self.dir / "pki" / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(pki.key("sa")),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ]
+        if component == "kube-controller-manager":
+            return [
+                str(self.kube_bin / component),
+                "--kubeconfig",
+                str(self.dir / "controller-manager.kubeconfig"),
+                "--authentication-kubeconfig",
+                str(self.dir / "controller-manager.kubeconfig"),
+                "--authorization-kubeconfig",
+                str(self.dir / "controller-manager.kubeconfig"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(p["kcm"]),
+                "--leader-elect=false",
+                "--controllers",
+                "*",
+                "--service-account-private-key-file",
+                str(pki.key("sa")),
+                "--root-ca-file",
+                str(pki.ca),
+                "--use-service-account-credentials=true",
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--profiling=false",
+                "--v=1",
+            ]
+        if component == "kube-scheduler":
+            return [
+                str(self.kube_bin / component),
+                "--kubeconfig",
+                str(self.dir / "scheduler.kubeconfig"),
+                "--authentication-kubeconfig",
+                str(self.dir / "scheduler.kubeconfig"),
+                "--authorization-kubeconfig",
+                str(self.dir / "scheduler.kubeconfig"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(p["scheduler"]),
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=1",
+            ]
+        raise ValueError(component)
+
+    def _start(self, component: str) -> None:
+        log = open(self.dir / f"{component}.log", "ab")  # noqa: SIM115 - handed to the child
+        # A new session: `just up` returns while the cluster keeps running, and a Ctrl-C in the
+        # terminal does not reach the components.
+        proc = subprocess.Popen(
+            self._args(component),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.dir,
+        )
+        log.close()
+        self._pidfile(component).write_text(str(proc.pid))
+        time.sleep(0)  # no wait here: callers wait on health, never on time
+
+    def _stop(self, component: str, timeout: float = 20) -> None:
+        pid = self.pid(component)
+        self._pidfile(component).unlink(missing_ok=True)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+
+    def _wait(self, check: object, what: str, timeout: float) -> None:
+        assert callable(check)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            for component in COMPONENTS:
+                if self._pidfile(component).exists() and self.pid(component) is None:
+                    tail = (self.dir / f"{component}.log").read_text(errors="replace")[-3000:]
+                    raise ControlPlaneError(f"{component} exited while waiting for {what}:\n{tail}")
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"timed out after {timeout:.0f} s waiting for {what}; logs in {self.dir}"
+        )
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca))
+        ctx.load_cert_chain(str(self.pki.cert("admin")), str(self.pki.key("admin")))
+        return ctx
+
+    def _etcd_post(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        req = urllib.request.Request(
+            self.etcd_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            result: dict[str, object] = json.loads(r.read())
+            return result
+
+    def _etcd_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
+                return bool(json.loads(r.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def _default_serviceaccount_exists(self) -> bool:
+        req = urllib.request.Request(
+            f"{self.server}/api/v1/namespaces/default/serviceaccounts/default"
+        )
+        try:
+            with urllib.request.urlopen(req, context=self._ssl(), timeout=3) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _write_kubeconfig(self, path: Path, user: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "local",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.pki.ca)},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate": str(self.pki.cert(user)),
+                        "client-key": str(self.pki.key(user)),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child; otherwise ask the kernel whether it still exists.
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"state directory (default {DEFAULT_DIR})"
+    )
+    args = parser.parse_args(argv)
+    cp = ControlPlane.load(args.dir)
+    try:
+        if args.command == "up":
+            cp.up()
+            print(cp.kubeconfig)
+        elif args.command == "down":
+            cp.down()
+            _log(f"stopped every component in {args.dir}")
+        elif args.command == "kubeconfig":
+            print(cp.kubeconfig)
+        else:
+            for c in COMPONENTS:
+                print(f"{c:26} {'running pid ' + str(cp.pid(c)) if cp.pid(c) else 'stopped'}")
+            print(f"{'apiserver /readyz':26} {'ok' if cp.ports and cp.healthy() else 'not ready'}")
+    except ControlPlaneError as e:
+        print(f"controlplane: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
