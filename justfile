@@ -1,7 +1,14 @@
-# dynamo-snapshot tasks. `./hack/just --list` explains each; `./hack/just` bootstraps the Python
-# environment (and this very `just`) on a fresh machine first.
+# dynamo-snapshot tasks. `./hack/just --list` explains each. Always run through ./hack/just: on a
+# fresh machine it first makes the Python environment (.venv, with this very `just` from PyPI).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+
+cache := env("DYNAMO_SNAPSHOT_CACHE", env("HOME") / ".cache/dynamo-snapshot")
+kube_version := env("KUBE_VERSION", "v1.34.4")
+
+# Our kubectl (built with the control plane) first on PATH; .venv/bin for the project's tools.
+export PATH := justfile_directory() / ".venv/bin:" + cache / "kube" / kube_version / "bin:" + env("PATH")
+export KUBE_VERSION := kube_version
 
 import? 'hack/recipes/node.just'
 import? 'hack/recipes/api.just'
@@ -10,3 +17,57 @@ import? 'hack/recipes/bench.just'
 # List the recipes
 default:
     @just --list
+
+# Lint, then run every test (unit, integration on a real apiserver, node runtime). Extra args go to pytest
+test *args: lint
+    bash hack/run-tests.sh {{args}}
+
+# Run only the unit tests (no cluster, no runtime)
+unit *args:
+    python -m pytest tests/unit {{args}}
+
+# ruff (lint + format check) and mypy --strict over the whole tree
+lint:
+    ruff check .
+    ruff format --check .
+    mypy
+
+# Format the code in place
+fmt:
+    ruff format .
+    ruff check --fix .
+
+# The main job: bring up the local cluster and node, deploy, checkpoint a demo workload, print the result
+demo: up
+    python hack/demo.py
+
+# Start (or reuse) the local control plane and node runtime; prints the admin kubeconfig path
+up:
+    @bash hack/build-kube.sh >/dev/null
+    @python hack/controlplane.py up >/dev/null
+    @if just --summary | tr ' ' '\n' | grep -qx node-up; then just node-up >/dev/null; fi
+    @python hack/controlplane.py kubeconfig
+
+# Stop every process `up` started, by PID
+down:
+    @if just --summary | tr ' ' '\n' | grep -qx node-down; then just node-down; fi
+    python hack/controlplane.py down
+
+# Show which local components run
+status:
+    python hack/controlplane.py status
+
+# Print only the admin kubeconfig path of the local cluster (scripts rely on it)
+kubeconfig:
+    @python hack/controlplane.py kubeconfig
+
+# Run the end-to-end suite against the cluster in KUBECONFIG (default: the local one from `up`)
+e2e *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [[ -z "${KUBECONFIG:-}" ]]; then just up >/dev/null; export KUBECONFIG="$(just kubeconfig)"; fi
+    DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 python -m pytest e2e {{args}}
+
+# Regenerate the CRI gRPC stubs from dynamo_snapshot/agent/cri/*.proto
+proto:
+    bash hack/gen-proto.sh
