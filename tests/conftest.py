@@ -156,7 +156,7 @@ async def namespace(kube_api: ApiClient) -> AsyncIterator[str]:
         return any(sa.metadata.name == "default" for sa in sas.items)
 
     # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
-    await wait_for(default_sa_exists, 30, f"ServiceAccount {name}/default")
+    await wait_for(default_sa_exists, 120, f"ServiceAccount {name}/default")
     try:
         yield name
     finally:

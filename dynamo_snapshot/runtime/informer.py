@@ -1,0 +1,334 @@
+"""Informer: a watched, cached, shared view of one resource that calls handlers on change.
+
+A :class:`SharedInformer` runs one :class:`~dynamo_snapshot.runtime.reflector.Reflector` for a
+(resource, namespace, label selector, field selector) and keeps what it learns in a
+:class:`~dynamo_snapshot.runtime.store.Store`. Every registered :class:`EventHandler` hears about
+each change: ``on_add``, ``on_update(old, new)``, ``on_delete``. Data flows one way: watch →
+transform → store → handlers; a handler therefore always sees a store that already holds the
+change it is told about.
+
+Semantics follow client-go's shared informer:
+
+* Before caching, each object passes through ``transform`` (by default
+  :func:`drop_managed_fields`, which removes ``metadata.managedFields``: often half an object's
+  size and never needed by a controller).
+* After a relist (the first list, or a recovery from 410 Gone), the store equals the fresh list.
+  Objects that vanished while the watch was down are announced with ``on_delete`` of a
+  :class:`DeletedFinalStateUnknown` tombstone carrying the last state we knew. Objects whose
+  resourceVersion changed are announced as updates; unchanged ones are not announced.
+* ``has_synced()`` turns true once the first list is in the store.
+* With ``resync_period``, every handler periodically receives ``on_update(obj, obj)`` for every
+  cached object (the hook controllers use to re-check the world).
+* A handler added after the informer has synced first receives ``on_add`` for every cached object.
+
+Handlers are synchronous and must not block: they typically put a key on a work queue. An
+exception in a handler is logged and does not affect other handlers or the informer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import attrs
+
+from .backoff import Backoff
+from .client import Client
+from .reflector import Reflector
+from .resource import Resource
+from .store import (
+    NAMESPACE_INDEX,
+    IndexFunc,
+    Obj,
+    Representation,
+    Store,
+    key_of,
+    namespace_index,
+)
+
+__all__ = [
+    "DeletedFinalStateUnknown",
+    "EventHandler",
+    "FuncHandler",
+    "SharedInformer",
+    "Transform",
+    "drop_managed_fields",
+    "object_of",
+]
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+"""Applied to each freshly decoded object before it is cached; may modify it in place."""
+
+
+def drop_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The default transform: remove ``metadata.managedFields``."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+@attrs.frozen
+class DeletedFinalStateUnknown:
+    """A delete we did not see happen (it occurred while the watch was down).
+
+    ``obj`` is the last state the cache held, which may be stale.
+    """
+
+    key: str
+    obj: Obj
+
+
+def object_of(obj: Obj | DeletedFinalStateUnknown) -> Obj:
+    """The object inside a delete notification, tombstone or not."""
+    return obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
+
+
+@runtime_checkable
+class EventHandler(Protocol):
+    """Receives an informer's notifications. Callbacks are synchronous and must not block."""
+
+    def on_add(self, obj: Obj) -> None: ...
+
+    def on_update(self, old: Obj, new: Obj) -> None: ...
+
+    def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None: ...
+
+
+@attrs.frozen
+class FuncHandler:
+    """An :class:`EventHandler` from plain functions; a missing one ignores that event."""
+
+    add: Callable[[Obj], None] | None = None
+    update: Callable[[Obj, Obj], None] | None = None
+    delete: Callable[[Obj | DeletedFinalStateUnknown], None] | None = None
+
+    def on_add(self, obj: Obj) -> None:
+        if self.add is not None:
+            self.add(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if self.update is not None:
+            self.update(old, new)
+
+    def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        if self.delete is not None:
+            self.delete(obj)
+
+
+class SharedInformer:
+    """One watch of one resource, its store, and its handlers. See the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resync_period: float | None = None,
+        transform: Transform | None = drop_managed_fields,
+        indexers: Mapping[str, IndexFunc] | None = None,
+        representation: Representation = "bytes",
+        backoff: Backoff | None = None,
+        page_size: int = 500,
+        watch_timeout_range: tuple[float, float] = (300.0, 600.0),
+    ) -> None:
+        self.resource = resource
+        self.namespace = namespace if resource.namespaced else None
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.resync_period = resync_period
+        self.transform = transform
+        all_indexers: dict[str, IndexFunc] = {}
+        if resource.namespaced:
+            all_indexers[NAMESPACE_INDEX] = namespace_index
+        all_indexers.update(indexers or {})
+        self.store = Store(representation=representation, indexers=all_indexers)
+        self.reflector = Reflector(
+            client,
+            resource,
+            _Sink(self),
+            namespace=self.namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            page_size=page_size,
+            backoff=backoff,
+            watch_timeout_range=watch_timeout_range,
+        )
+        self._handlers: list[EventHandler] = []
+        self._synced = False
+        # Created lazily: an anyio.Event can only be made inside a running event loop, and
+        # informers are often constructed before one starts.
+        self._synced_event: anyio.Event | None = None
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"SharedInformer({self.reflector.name})"
+
+    @property
+    def name(self) -> str:
+        return self.reflector.name
+
+    @property
+    def last_sync_resource_version(self) -> str:
+        return self.reflector.last_sync_resource_version
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Register a handler. If the informer already holds objects, the handler first gets
+        ``on_add`` for each of them, so it never misses the initial state."""
+        self._handlers.append(handler)
+        for obj in self.store.list():
+            self._call(handler.on_add, obj)
+
+    def remove_event_handler(self, handler: EventHandler) -> None:
+        self._handlers.remove(handler)
+
+    def add_indexer(self, name: str, fn: IndexFunc) -> None:
+        """Add a named index to the store (allowed before or after start)."""
+        self.store.add_indexer(name, fn)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            obj = args[-1]
+            key = obj.key if isinstance(obj, DeletedFinalStateUnknown) else _safe_key(obj)
+            log.exception("informer %s: event handler failed for %s", self.name, key)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def has_synced(self) -> bool:
+        """True once the first complete list is in the store."""
+        return self._synced
+
+    async def wait_for_sync(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :meth:`has_synced`; returns whether it did."""
+        if self._synced:
+            return True
+        if self._synced_event is None:
+            self._synced_event = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await self._synced_event.wait()
+        return self._synced
+
+    # -- run --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the reflector (and the resync timer) until cancelled."""
+        if self._running:
+            raise RuntimeError(f"{self!r} is already running")
+        self._running = True
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.reflector.run)
+                if self.resync_period:
+                    tg.start_soon(self._resync_loop, self.resync_period)
+        finally:
+            self._running = False
+
+    async def _resync_loop(self, period: float) -> None:
+        while True:
+            await anyio.sleep(period)
+            if self._synced and self._handlers:
+                self.resync()
+
+    def resync(self) -> None:
+        """Deliver ``on_update(obj, obj)`` for every cached object to every handler."""
+        for obj in self.store.list():
+            for h in tuple(self._handlers):
+                self._call(h.on_update, obj, obj)
+
+    # -- what the reflector feeds -----------------------------------------------------------
+
+    def _transform(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.transform(obj) if self.transform is not None else obj
+
+    def _upsert(self, obj: dict[str, Any]) -> None:
+        obj = self._transform(obj)
+        key = key_of(obj)
+        # Decode the previous state only when someone will be told about it.
+        old = self.store.get(key) if self._handlers else None
+        existed = self.store.upsert(obj)
+        if not self._handlers:
+            return
+        for h in tuple(self._handlers):
+            if existed and old is not None:
+                self._call(h.on_update, old, obj)
+            else:
+                self._call(h.on_add, obj)
+
+    def _delete(self, obj: dict[str, Any]) -> None:
+        obj = self._transform(obj)
+        self.store.delete(key_of(obj))
+        for h in tuple(self._handlers):
+            self._call(h.on_delete, obj)
+
+    def _replace(self, items: list[dict[str, Any]]) -> None:
+        fresh: dict[str, dict[str, Any]] = {}
+        for item in items:
+            item = self._transform(item)
+            fresh[key_of(item)] = item
+        store = self.store
+        # Deletes that happened while we were not watching: announce them as tombstones.
+        for key in store.keys():  # noqa: SIM118 (a copy: we delete while iterating)
+            if key not in fresh:
+                last = store.delete(key)
+                if last is not None:
+                    tomb = DeletedFinalStateUnknown(key, last)
+                    for h in tuple(self._handlers):
+                        self._call(h.on_delete, tomb)
+        for key, obj in fresh.items():
+            cached_rv = store.resource_version_of(key)
+            if cached_rv is None:
+                store.upsert(obj)
+                for h in tuple(self._handlers):
+                    self._call(h.on_add, obj)
+            elif cached_rv != _rv(obj):
+                old = store.get(key) if self._handlers else None
+                store.upsert(obj)
+                if old is not None:
+                    for h in tuple(self._handlers):
+                        self._call(h.on_update, old, obj)
+            # Same resourceVersion: unchanged, nothing to store or announce.
+        if not self._synced:
+            self._synced = True
+            if self._synced_event is not None:
+                self._synced_event.set()
+
+
+def _rv(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _safe_key(obj: Any) -> str:
+    try:
+        return key_of(obj)
+    except Exception:
+        return "<unknown>"
+
+
+@attrs.frozen
+class _Sink:
+    """Adapts the reflector's callbacks to the informer's private methods."""
+
+    informer: SharedInformer
+
+    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
+        self.informer._replace(items)
+
+    def added(self, obj: dict[str, Any]) -> None:
+        self.informer._upsert(obj)
+
+    def modified(self, obj: dict[str, Any]) -> None:
+        self.informer._upsert(obj)
+
+    def deleted(self, obj: dict[str, Any]) -> None:
+        self.informer._delete(obj)

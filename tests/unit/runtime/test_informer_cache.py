@@ -1,0 +1,168 @@
+"""InformerCache: one informer per view, started when the cache runs (also late ones), cached
+reads that pick the covering informer, label selectors, and a sync timeout that names the
+resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from dynamo_snapshot.runtime.cache import (
+    CacheSyncTimeout,
+    InformerCache,
+    NoInformer,
+    label_selector_matcher,
+)
+from dynamo_snapshot.runtime.client import Client
+from dynamo_snapshot.runtime.errors import Forbidden
+from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES, PODS
+
+
+def obj(name: str, ns: str | None = "ns", **labels: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "resourceVersion": "1", "labels": labels}
+    if ns:
+        meta["namespace"] = ns
+    return {"metadata": meta}
+
+
+class FakeServer:
+    """FAKE API server: lists answer from ``objects`` per plural (or Forbidden), watches never
+    end. Used to test the cache's bookkeeping; the real server is in tests/integration."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]], forbidden: set[str]) -> None:
+        self.objects = objects
+        self.forbidden = forbidden
+        self.list_calls: list[tuple[str, str | None, str | None]] = []
+
+    async def list(self, resource: Any, namespace: str | None = None, **kw: Any) -> dict[str, Any]:
+        self.list_calls.append((resource.plural, namespace, kw.get("label_selector")))
+        if resource.plural in self.forbidden:
+            raise Forbidden(403, "Forbidden", f"cannot list {resource.plural}")
+        items = [
+            o
+            for o in self.objects.get(resource.plural, [])
+            if namespace is None or o["metadata"].get("namespace") == namespace
+        ]
+        return {"metadata": {"resourceVersion": "1"}, "items": items}
+
+    async def watch(self, resource: Any, namespace: Any = None, **kw: Any) -> AsyncIterator[Any]:
+        await anyio.sleep_forever()
+        yield ("ADDED", {})  # pragma: no cover
+
+
+def cache_for(
+    objects: dict[str, list[dict[str, Any]]], forbidden: set[str] | None = None
+) -> tuple[InformerCache, FakeServer]:
+    fake = FakeServer(objects, forbidden or set())
+    return InformerCache(cast(Client, fake)), fake
+
+
+def test_one_informer_per_view() -> None:
+    cache, _ = cache_for({})
+    a = cache.informer_for(PODS)
+    assert cache.informer_for(PODS) is a
+    assert cache.informer_for(PODS, label_selector="") is a
+    assert cache.informer_for(PODS, namespace="x") is not a
+    assert cache.informer_for(PODS, label_selector="app=y") is not a
+    # Cluster-scoped: the namespace is irrelevant.
+    assert cache.informer_for(NAMESPACES, namespace="x") is cache.informer_for(NAMESPACES)
+    assert len(cache.informers()) == 4
+
+
+async def test_run_starts_informers_added_before_and_after_and_reads_from_them() -> None:
+    cache, fake = cache_for(
+        {
+            "configmaps": [obj("a", app="x"), obj("b", app="y"), obj("c", ns="other", app="x")],
+            "namespaces": [obj("ns", ns=None)],
+        }
+    )
+    cache.informer_for(CONFIGMAPS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.run)
+        await cache.wait_for_sync(5)
+        assert cache.has_synced()
+        # Requested after start: started at once.
+        late = cache.informer_for(NAMESPACES)
+        await cache.wait_for_sync(5)
+        assert late.has_synced()
+        tg.cancel_scope.cancel()
+
+    got = cache.get(CONFIGMAPS, "a", "ns")
+    assert got is not None
+    assert got["metadata"]["labels"] == {"app": "x"}
+    assert cache.get(CONFIGMAPS, "missing", "ns") is None
+    assert cache.get(NAMESPACES, "ns") is not None
+    assert sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAPS)) == ["a", "b", "c"]
+    assert sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns")) == ["a", "b"]
+    assert [o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns", "app=x")] == ["a"]
+    assert ("namespaces", None, None) in fake.list_calls
+
+
+def test_reads_prefer_the_most_specific_unfiltered_informer() -> None:
+    cache, _ = cache_for({})
+    everywhere = cache.informer_for(CONFIGMAPS)
+    filtered = cache.informer_for(CONFIGMAPS, namespace="ns", label_selector="app=x")
+    exact = cache.informer_for(CONFIGMAPS, namespace="ns")
+    everywhere.reflector.sink.replace([obj("a", app="z")], "1")
+    filtered.reflector.sink.replace([], "1")
+    exact.reflector.sink.replace([obj("b")], "1")
+    assert cache.get(CONFIGMAPS, "b", "ns") is not None
+    assert cache.get(CONFIGMAPS, "a", "ns") is None
+    # Another namespace is covered by the all-namespaces informer, which has "a" in "ns" only.
+    assert cache.get(CONFIGMAPS, "a", "elsewhere") is None
+    assert cache.list(CONFIGMAPS, "elsewhere") == []
+    assert [o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns")] == ["b"]
+
+
+def test_a_read_nothing_covers_says_what_to_do() -> None:
+    cache, _ = cache_for({})
+    cache.informer_for(PODS, namespace="one")
+    with pytest.raises(NoInformer, match="informer_for"):
+        cache.get(PODS, "p", "two")
+    with pytest.raises(NoInformer, match="configmaps"):
+        cache.list(CONFIGMAPS)
+
+
+async def test_sync_timeout_names_the_resource_and_rbac() -> None:
+    cache, _ = cache_for({"configmaps": []}, forbidden={"pods"})
+    cache.informer_for(CONFIGMAPS)
+    cache.informer_for(PODS, namespace="ns")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.run)
+        with pytest.raises(CacheSyncTimeout) as info:
+            await cache.wait_for_sync(0.3)
+        tg.cancel_scope.cancel()
+    message = str(info.value)
+    assert "pods in ns" in message
+    assert "configmaps" not in message
+    assert "RBAC" in message
+    assert info.value.pending == ["pods in ns"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ("app=x", {"app": "x"}, True),
+        ("app==x", {"app": "y"}, False),
+        ("app!=x", {}, True),
+        ("app!=x", {"app": "x"}, False),
+        ("app", {"app": ""}, True),
+        ("!app", {"app": ""}, False),
+        ("!app", {}, True),
+        ("env in (a, b),tier notin (c)", {"env": "b", "tier": "d"}, True),
+        ("env in (a, b),tier notin (c)", {"env": "b", "tier": "c"}, False),
+        ("env in (a,b)", {}, False),
+        ("a=1, b=2", {"a": "1", "b": "2"}, True),
+        ("a=1,b=2", {"a": "1"}, False),
+    ],
+)
+def test_label_selector_matcher(selector: str, labels: dict[str, str], expected: bool) -> None:
+    assert label_selector_matcher(selector)(labels) is expected
+
+
+def test_label_selector_matcher_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="invalid label selector"):
+        label_selector_matcher("a b c")
