@@ -26,11 +26,12 @@ test *args: lint
 unit *args:
     python -m pytest tests/unit {{args}}
 
-# ruff (lint + format check) and mypy --strict over the whole tree
+# ruff (lint + format check), mypy --strict over the whole tree, shellcheck over the scripts
 lint:
     ruff check .
     ruff format --check .
     mypy
+    shellcheck -S warning hack/just hack/*.sh hack/*/*.sh .ci/run
 
 # Format the code in place
 fmt:
