@@ -8,8 +8,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import msgspec
+import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
+
+from dynamo_snapshot.runtime.client import RawList
 
 Impersonate = Callable[..., AbstractAsyncContextManager[ApiClient]]
 
@@ -28,3 +32,12 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         await anyio.sleep(interval)
+
+
+def raw_list(items: list[dict[str, Any]], resource_version: str) -> RawList:
+    """A list answer as the framework's Client.list_raw returns it: items as undecoded JSON.
+    For the FAKE API servers of unit tests."""
+    return RawList(
+        items=[msgspec.Raw(orjson.dumps(i)) for i in items],
+        metadata={"resourceVersion": resource_version},
+    )

@@ -28,7 +28,7 @@ exception in a handler is logged and does not affect other handlers or the infor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -271,21 +271,15 @@ class SharedInformer:
         for h in tuple(self._handlers):
             self._call(h.on_delete, obj)
 
-    def _replace(self, items: list[dict[str, Any]]) -> None:
-        fresh: dict[str, dict[str, Any]] = {}
-        for item in items:
-            item = self._transform(item)
-            fresh[key_of(item)] = item
+    def _replace(self, items: Iterable[dict[str, Any]]) -> None:
+        # One pass over a lazily decoded list: each object is stored (as compact bytes) and
+        # announced before the next is decoded, so the list never exists as dicts all at once.
         store = self.store
-        # Deletes that happened while we were not watching: announce them as tombstones.
-        for key in store.keys():  # noqa: SIM118 (a copy: we delete while iterating)
-            if key not in fresh:
-                last = store.delete(key)
-                if last is not None:
-                    tomb = DeletedFinalStateUnknown(key, last)
-                    for h in tuple(self._handlers):
-                        self._call(h.on_delete, tomb)
-        for key, obj in fresh.items():
+        seen: set[str] = set()
+        for item in items:
+            obj = self._transform(item)
+            key = key_of(obj)
+            seen.add(key)
             cached_rv = store.resource_version_of(key)
             if cached_rv is None:
                 store.upsert(obj)
@@ -298,6 +292,14 @@ class SharedInformer:
                     for h in tuple(self._handlers):
                         self._call(h.on_update, old, obj)
             # Same resourceVersion: unchanged, nothing to store or announce.
+        # Deletes that happened while we were not watching: announce them as tombstones.
+        for key in store.keys():  # noqa: SIM118 (a copy: we delete while iterating)
+            if key not in seen:
+                last = store.delete(key)
+                if last is not None:
+                    tomb = DeletedFinalStateUnknown(key, last)
+                    for h in tuple(self._handlers):
+                        self._call(h.on_delete, tomb)
         if not self._synced:
             self._synced = True
             if self._synced_event is not None:
@@ -321,7 +323,7 @@ class _Sink:
 
     informer: SharedInformer
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
+    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         self.informer._replace(items)
 
     def added(self, obj: dict[str, Any]) -> None:

@@ -27,12 +27,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import aiohttp
 import anyio
 import attrs
+import msgspec
+import orjson
 
 from .backoff import Backoff
 from .client import Client
@@ -51,8 +53,8 @@ _SHORT_WATCH_S = 1.0
 class ReflectorSink(Protocol):
     """Where a reflector delivers what it learns (the informer implements this)."""
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
-        """The complete current state, from a list."""
+    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
+        """The complete current state, from a list (decoded lazily: iterate it once)."""
 
     def added(self, obj: dict[str, Any]) -> None: ...
 
@@ -178,36 +180,42 @@ class Reflector:
     async def _list(self) -> None:
         rv = self._relist_resource_version()
         try:
-            items, list_rv = await self._list_pages(rv)
+            raw_items, list_rv = await self._list_pages(rv)
         except ApiError as err:
             if not (isinstance(err, Gone) or _is_too_large_rv(err)) or rv == "":
                 raise
             # Our resourceVersion is gone (or ahead of this server): read the latest state.
             log.info("reflector %s: list at %s answered %s; listing latest", self.name, rv, err)
             self._rv_unavailable = True
-            items, list_rv = await self._list_pages("")
+            raw_items, list_rv = await self._list_pages("")
         self.stats.lists += 1
         self._rv_unavailable = False
+        # Items are decoded one at a time as the sink consumes them, so the whole list never
+        # exists as dicts at once (see Client.list_raw).
+        self.sink.replace(self._decoded(raw_items), list_rv)
+        self.last_sync_resource_version = list_rv
+
+    def _decoded(self, raw_items: list[msgspec.Raw]) -> Iterator[dict[str, Any]]:
         api_version, kind = self.resource.api_version, self.resource.kind
-        for item in items:
+        for raw in raw_items:
+            item: dict[str, Any] = orjson.loads(memoryview(raw))
             # List items omit apiVersion/kind; watch events carry them. Make both look alike.
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
-        self.sink.replace(items, list_rv)
-        self.last_sync_resource_version = list_rv
+            yield item
 
-    async def _list_pages(self, rv: str) -> tuple[list[dict[str, Any]], str]:
+    async def _list_pages(self, rv: str) -> tuple[list[msgspec.Raw], str]:
         # A list at a specific resourceVersion with a limit is an exact read from etcd (it can
         # answer 410); without a limit it is served from the watch cache. Page there only if the
         # server paged before.
         limit: int | None = self.page_size
         if rv not in ("", "0") and not self._paginated:
             limit = None
-        items: list[dict[str, Any]] = []
+        items: list[msgspec.Raw] = []
         continue_: str | None = None
         while True:
             try:
-                page = await self.client.list(
+                page = await self.client.list_raw(
                     self.resource,
                     self.namespace,
                     label_selector=self.label_selector,
@@ -222,18 +230,18 @@ class Reflector:
                     raise
                 # The continue token expired mid-way: read it all again in one request.
                 log.info("reflector %s: continue token expired; full list", self.name)
-                page = await self.client.list(
+                page = await self.client.list_raw(
                     self.resource,
                     self.namespace,
                     label_selector=self.label_selector,
                     field_selector=self.field_selector,
                     resource_version=rv,
                 )
-                return list(page.get("items") or []), _list_rv(page)
-            items.extend(page.get("items") or [])
-            continue_ = (page.get("metadata") or {}).get("continue") or None
+                return list(page.items or []), _list_rv(page.metadata)
+            items.extend(page.items or [])
+            continue_ = page.metadata.get("continue") or None
             if continue_ is None:
-                return items, _list_rv(page)
+                return items, _list_rv(page.metadata)
             if rv == "0":
                 self._paginated = True
 
@@ -278,5 +286,5 @@ class Reflector:
         return received
 
 
-def _list_rv(page: dict[str, Any]) -> str:
-    return str((page.get("metadata") or {}).get("resourceVersion") or "")
+def _list_rv(list_metadata: dict[str, Any]) -> str:
+    return str(list_metadata.get("resourceVersion") or "")

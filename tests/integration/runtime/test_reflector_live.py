@@ -3,6 +3,7 @@ receive bookmarks that advance the resourceVersion and then resume from it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -22,9 +23,9 @@ class RecordingClient(Client):
         self.lists: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.watch_rvs: list[str | None] = []
 
-    async def list(self, resource: Resource, namespace: str | None = None, **kw: Any) -> Any:
-        answer = await super().list(resource, namespace, **kw)
-        self.lists.append((kw, answer["metadata"]))
+    async def list_raw(self, resource: Resource, namespace: str | None = None, **kw: Any) -> Any:
+        answer = await super().list_raw(resource, namespace, **kw)
+        self.lists.append((kw, answer.metadata))
         return answer
 
     def watch(self, resource: Resource, namespace: str | None = None, **kw: Any) -> Any:
@@ -37,7 +38,7 @@ class Sink:
         self.replaced: list[tuple[list[str], str]] = []
         self.events: list[tuple[str, str]] = []
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
+    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         self.replaced.append((sorted(i["metadata"]["name"] for i in items), resource_version))
 
     def added(self, obj: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from dynamo_snapshot.runtime.client import Client
+from dynamo_snapshot.runtime.client import Client, RawList
 from dynamo_snapshot.runtime.informer import (
     DeletedFinalStateUnknown,
     EventHandler,
@@ -27,7 +27,7 @@ from dynamo_snapshot.runtime.informer import (
 from dynamo_snapshot.runtime.reflector import ReflectorSink
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES
 from dynamo_snapshot.runtime.store import NAMESPACE_INDEX, Obj, Representation
-from tests.support import wait_for
+from tests.support import raw_list, wait_for
 
 
 def cm(name: str, rv: str, ns: str = "ns", **data: str) -> dict[str, Any]:
@@ -244,9 +244,9 @@ class _OneListFake:
     def __init__(self) -> None:
         self.lists = 0
 
-    async def list(self, resource: Any, namespace: str | None = None, **kw: Any) -> dict[str, Any]:
+    async def list_raw(self, resource: Any, namespace: str | None = None, **kw: Any) -> RawList:
         self.lists += 1
-        return {"metadata": {"resourceVersion": "5"}, "items": [cm("a", "5")]}
+        return raw_list([cm("a", "5")], "5")
 
     async def watch(self, resource: Any, namespace: Any = None, **kw: Any) -> AsyncIterator[Any]:
         await anyio.sleep_forever()

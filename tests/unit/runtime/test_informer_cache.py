@@ -16,9 +16,10 @@ from dynamo_snapshot.runtime.cache import (
     NoInformer,
     label_selector_matcher,
 )
-from dynamo_snapshot.runtime.client import Client
+from dynamo_snapshot.runtime.client import Client, RawList
 from dynamo_snapshot.runtime.errors import Forbidden
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES, PODS
+from tests.support import raw_list
 
 
 def obj(name: str, ns: str | None = "ns", **labels: str) -> dict[str, Any]:
@@ -37,7 +38,7 @@ class FakeServer:
         self.forbidden = forbidden
         self.list_calls: list[tuple[str, str | None, str | None]] = []
 
-    async def list(self, resource: Any, namespace: str | None = None, **kw: Any) -> dict[str, Any]:
+    async def list_raw(self, resource: Any, namespace: str | None = None, **kw: Any) -> RawList:
         self.list_calls.append((resource.plural, namespace, kw.get("label_selector")))
         if resource.plural in self.forbidden:
             raise Forbidden(403, "Forbidden", f"cannot list {resource.plural}")
@@ -46,7 +47,7 @@ class FakeServer:
             for o in self.objects.get(resource.plural, [])
             if namespace is None or o["metadata"].get("namespace") == namespace
         ]
-        return {"metadata": {"resourceVersion": "1"}, "items": items}
+        return raw_list(items, "1")
 
     async def watch(self, resource: Any, namespace: Any = None, **kw: Any) -> AsyncIterator[Any]:
         await anyio.sleep_forever()

@@ -9,14 +9,16 @@ rarely. The same flows against a real kube-apiserver are in tests/integration/ru
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
 import anyio
+import msgspec
+import orjson
 import pytest
 
 from dynamo_snapshot.runtime.backoff import Backoff
-from dynamo_snapshot.runtime.client import Client
+from dynamo_snapshot.runtime.client import Client, RawList
 from dynamo_snapshot.runtime.errors import ApiError, Forbidden, Gone
 from dynamo_snapshot.runtime.reflector import Reflector
 from dynamo_snapshot.runtime.resource import CONFIGMAPS
@@ -46,12 +48,14 @@ class FakeListWatchClient:
         self.list_calls: list[dict[str, Any]] = []
         self.watch_calls: list[dict[str, Any]] = []
 
-    async def list(self, resource: Any, namespace: str | None = None, **kw: Any) -> dict[str, Any]:
+    async def list_raw(self, resource: Any, namespace: str | None = None, **kw: Any) -> RawList:
         self.list_calls.append(kw)
         answer = self.list_answers.popleft()
         if isinstance(answer, BaseException):
             raise answer
-        return answer
+        # As the real client answers: items as undecoded JSON.
+        items = [msgspec.Raw(orjson.dumps(i)) for i in answer.get("items") or []]
+        return RawList(items=items, metadata=answer.get("metadata") or {})
 
     async def watch(
         self, resource: Any, namespace: str | None = None, **kw: Any
@@ -69,7 +73,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
+    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         self.calls.append(("replace", ([i["metadata"]["name"] for i in items], resource_version)))
 
     def added(self, obj: dict[str, Any]) -> None:
@@ -147,7 +151,7 @@ async def test_list_items_get_api_version_and_kind() -> None:
     items: list[dict[str, Any]] = []
 
     class Keep(RecordingSink):
-        def replace(self, its: list[dict[str, Any]], resource_version: str) -> None:
+        def replace(self, its: Iterable[dict[str, Any]], resource_version: str) -> None:
             items.extend(its)
 
     fake.list_answers.append(page("3", cm("a", "3")))
