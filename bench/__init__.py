@@ -1,0 +1,1 @@
+"""Benchmarks for dynamo_snapshot.runtime. Run them with `just bench` (all) or `just bench NAME`."""
