@@ -52,6 +52,27 @@ class RawList(msgspec.Struct):
 _RAW_LIST_DECODER: Final = msgspec.json.Decoder(RawList)
 
 
+def _list_params(
+    label_selector: str | None,
+    field_selector: str | None,
+    limit: int | None,
+    continue_: str | None,
+    resource_version: str | None,
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    if limit:
+        params["limit"] = str(limit)
+    if continue_:
+        params["continue"] = continue_
+    if resource_version is not None:
+        params["resourceVersion"] = resource_version
+    return params
+
+
 def _namespace_of(obj: Mapping[str, Any], namespace: str | None) -> str | None:
     return namespace or (obj.get("metadata") or {}).get("namespace")
 
@@ -188,17 +209,7 @@ class Client:
     ) -> dict[str, Any]:
         """One list request; returns the raw list JSON (``items``, ``metadata.resourceVersion``,
         ``metadata.continue``). Paging is the caller's: pass back ``metadata.continue``."""
-        params: dict[str, str] = {}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
-        if limit:
-            params["limit"] = str(limit)
-        if continue_:
-            params["continue"] = continue_
-        if resource_version is not None:
-            params["resourceVersion"] = resource_version
+        params = _list_params(label_selector, field_selector, limit, continue_, resource_version)
         if resource_version_match:
             params["resourceVersionMatch"] = resource_version_match
         result: dict[str, Any] = await self._request("GET", resource.path(namespace), params=params)
@@ -221,17 +232,7 @@ class Client:
         an informer's first list can be tens of MB. Decoding it whole makes every object a dict
         at once (about 5x the JSON), and Python keeps that heap after the dicts are freed; the
         reflector decodes one item at a time instead."""
-        params: dict[str, str] = {}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
-        if limit:
-            params["limit"] = str(limit)
-        if continue_:
-            params["continue"] = continue_
-        if resource_version is not None:
-            params["resourceVersion"] = resource_version
+        params = _list_params(label_selector, field_selector, limit, continue_, resource_version)
         payload = await self._request("GET", resource.path(namespace), params=params, raw=True)
         result: RawList = _RAW_LIST_DECODER.decode(payload)
         return result
