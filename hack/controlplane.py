@@ -248,6 +248,20 @@ class ControlPlane:
         self.kube_bin, self.etcd_bin = ensure_binaries()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.pki.generate()
+        # Free ports are picked by binding port 0 and letting go, so another process may take one
+        # before our component binds it: start again on fresh ports rather than fail.
+        for attempt in range(1, 4):
+            try:
+                self._start_all()
+                break
+            except ControlPlaneError as err:
+                self.down()
+                if attempt == 3:
+                    raise
+                _log(f"start attempt {attempt} failed, retrying on fresh ports: {str(err)[:300]}")
+        _log(f"cluster up in {time.monotonic() - t0:.1f} s; kubeconfig {self.kubeconfig}")
+
+    def _start_all(self) -> None:
         self.ports = {
             name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
         }
@@ -256,7 +270,7 @@ class ControlPlane:
         self._write_kubeconfig(self.dir / "controller-manager.kubeconfig", "controller-manager")
         self._write_kubeconfig(self.dir / "scheduler.kubeconfig", "scheduler")
         self._start("etcd")
-        self._wait(lambda: self._etcd_healthy(), "etcd", 30)
+        self._wait(self._etcd_healthy, "etcd", 30)
         self.start_apiserver()
         self._start("kube-controller-manager")
         self._start("kube-scheduler")
@@ -265,7 +279,6 @@ class ControlPlane:
             "kube-controller-manager (default ServiceAccount)",
             60,
         )
-        _log(f"cluster up in {time.monotonic() - t0:.1f} s; kubeconfig {self.kubeconfig}")
 
     def down(self) -> None:
         """Stop every component we started, by PID, apiserver clients first and etcd last."""
@@ -433,7 +446,6 @@ class ControlPlane:
         )
         log.close()
         self._pidfile(component).write_text(str(proc.pid))
-        time.sleep(0)  # no wait here: callers wait on health, never on time
 
     def _stop(self, component: str, timeout: float = 20) -> None:
         pid = self.pid(component)
