@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -42,11 +43,16 @@ def _log(msg: str) -> None:
     print(f"controlplane: {msg}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports. All sockets stay bound until every port is chosen: binding
+    port 0 again right after closing a socket may hand out the same port twice."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def _run(args: Sequence[str], **kw: object) -> str:
@@ -170,6 +176,8 @@ class ControlPlane:
     kube_bin: Path = attrs.field(factory=Path)
     etcd_bin: Path = attrs.field(factory=Path)
     ports: dict[str, int] = attrs.field(factory=dict)
+    # Processes this very process started; others are found through their PID files.
+    _children: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict, init=False)
 
     @property
     def pki(self) -> Pki:
@@ -221,6 +229,10 @@ class ControlPlane:
         return self.dir / f"{component}.pid"
 
     def pid(self, component: str) -> int | None:
+        child = self._children.get(component)
+        if child is not None:
+            # Started by this process: the Popen knows for sure, even mid-exec.
+            return child.pid if child.poll() is None else None
         try:
             pid = int(self._pidfile(component).read_text())
         except (FileNotFoundError, ValueError):
@@ -229,12 +241,12 @@ class ControlPlane:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        # A recycled PID must not be mistaken for ours: check the command line names the component.
+        # A recycled PID must not be mistaken for ours: check the process is the component.
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             return None
-        return pid if Path(cmdline).name == component else None
+        return pid if comm == component[:15] else None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -262,9 +274,8 @@ class ControlPlane:
         _log(f"cluster up in {time.monotonic() - t0:.1f} s; kubeconfig {self.kubeconfig}")
 
     def _start_all(self) -> None:
-        self.ports = {
-            name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
-        }
+        names = ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+        self.ports = dict(zip(names, _free_ports(len(names)), strict=True))
         self._save()
         self._write_kubeconfig(self.kubeconfig, "admin")
         self._write_kubeconfig(self.dir / "controller-manager.kubeconfig", "controller-manager")
@@ -445,22 +456,23 @@ class ControlPlane:
             cwd=self.dir,
         )
         log.close()
+        self._children[component] = proc
         self._pidfile(component).write_text(str(proc.pid))
 
     def _stop(self, component: str, timeout: float = 20) -> None:
         pid = self.pid(component)
         self._pidfile(component).unlink(missing_ok=True)
+        child = self._children.pop(component, None)
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
+        while _alive(pid, child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.05)
+        if _alive(pid, child):
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid, child):
+                time.sleep(0.05)
 
     def _wait(self, check: object, what: str, timeout: float) -> None:
         assert callable(check)
@@ -536,14 +548,9 @@ class ControlPlane:
         path.chmod(0o600)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our child; otherwise ask the kernel whether it still exists.
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
+def _alive(pid: int, child: subprocess.Popen[bytes] | None = None) -> bool:
+    if child is not None:
+        return child.poll() is None  # reaps our own child, so it cannot linger as a zombie
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
