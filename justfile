@@ -10,9 +10,9 @@ kube_version := env("KUBE_VERSION", "v1.34.4")
 export PATH := justfile_directory() / ".venv/bin:" + cache / "kube" / kube_version / "bin:" + env("PATH")
 export KUBE_VERSION := kube_version
 
-import? 'hack/recipes/node.just'
-import? 'hack/recipes/api.just'
-import? 'hack/recipes/bench.just'
+import 'hack/recipes/node.just'
+import 'hack/recipes/api.just'
+import 'hack/recipes/bench.just'
 
 # List the recipes
 default:
@@ -46,17 +46,18 @@ demo: up
 up:
     @bash hack/build-kube.sh >/dev/null
     @python hack/controlplane.py up >/dev/null
-    @if just --summary | tr ' ' '\n' | grep -qx node-up; then just node-up >/dev/null; fi
+    @just node-up >/dev/null
     @python hack/controlplane.py kubeconfig
 
 # Stop every process `up` started, by PID
 down:
-    @if just --summary | tr ' ' '\n' | grep -qx node-down; then just node-down; fi
+    @just node-down
     python hack/controlplane.py down
 
 # Show which local components run
 status:
     python hack/controlplane.py status
+    bash hack/node/node-env.sh RUNNING | sed 's/^/containerd (node)          running: /' 
 
 # Print only the admin kubeconfig path of the local cluster (scripts rely on it)
 kubeconfig:
