@@ -27,7 +27,4 @@ source "$HACK_NODE_DIR/versions.env"
 log() { echo "node: $*" >&2; }
 die() { echo "node: error: $*" >&2; exit 1; }
 
-# A version string with ':' (a Debian epoch) cannot sit in a path that goes into PATH-like lists.
-path_version() { echo "${1//:/_}"; }
-
 pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
