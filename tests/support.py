@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -13,7 +14,9 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from dynamo_snapshot.runtime.client import RawList
+from dynamo_snapshot.runtime.client import Client, RawList
+from dynamo_snapshot.runtime.errors import NotFound
+from dynamo_snapshot.runtime.resource import NAMESPACES, SERVICEACCOUNTS
 
 Impersonate = Callable[..., AbstractAsyncContextManager[ApiClient]]
 
@@ -41,3 +44,29 @@ def raw_list(items: list[dict[str, Any]], resource_version: str) -> RawList:
         items=[msgspec.Raw(orjson.dumps(i)) for i in items],
         metadata={"resourceVersion": resource_version},
     )
+
+
+async def restart_apiserver(kube_cluster: Any, admin: Client) -> None:
+    """Restart the apiserver, then wait for the controller-manager to catch up."""
+    await anyio.to_thread.run_sync(kube_cluster.restart_apiserver)
+    await controller_manager_recovered(admin)
+
+
+async def controller_manager_recovered(admin: Client) -> None:
+    """Wait until a new namespace gets its default ServiceAccount again. After an apiserver
+    outage the controller-manager's own reflectors back off for up to 30 s, and the tests that
+    come after need it."""
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    await admin.create(NAMESPACES, {"metadata": {"name": probe}})
+
+    async def default_sa() -> bool:
+        try:
+            await admin.get(SERVICEACCOUNTS, "default", probe)
+        except NotFound:
+            return False
+        return True
+
+    try:
+        await wait_for(default_sa, 120, "the controller-manager to recover from the restart")
+    finally:
+        await admin.delete(NAMESPACES, probe)

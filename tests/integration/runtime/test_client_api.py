@@ -5,7 +5,6 @@ per-request callback."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,11 +25,9 @@ from dynamo_snapshot.runtime.errors import (
 from dynamo_snapshot.runtime.resource import (
     CONFIGMAPS,
     CUSTOMRESOURCEDEFINITIONS,
-    NAMESPACES,
-    SERVICEACCOUNTS,
     Resource,
 )
-from tests.support import Impersonate, wait_for
+from tests.support import Impersonate, restart_apiserver, wait_for
 
 WIDGETS = Resource("runtime-test.dynamo.example", "v1", "widgets", "Widget")
 
@@ -70,32 +67,6 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-async def restart_apiserver(kube_cluster: Any, admin: Client) -> None:
-    """Restart the apiserver, then wait for the controller-manager to catch up."""
-    await anyio.to_thread.run_sync(kube_cluster.restart_apiserver)
-    await controller_manager_recovered(admin)
-
-
-async def controller_manager_recovered(admin: Client) -> None:
-    """Wait until a new namespace gets its default ServiceAccount again. After an apiserver
-    outage the controller-manager's own reflectors back off for up to 30 s, and the tests that
-    come after need it."""
-    probe = f"probe-{uuid.uuid4().hex[:8]}"
-    await admin.create(NAMESPACES, {"metadata": {"name": probe}})
-
-    async def default_sa() -> bool:
-        try:
-            await admin.get(SERVICEACCOUNTS, "default", probe)
-        except NotFound:
-            return False
-        return True
-
-    try:
-        await wait_for(default_sa, 120, "the controller-manager to recover from the restart")
-    finally:
-        await admin.delete(NAMESPACES, probe)
 
 
 class Requests:

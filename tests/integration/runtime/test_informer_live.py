@@ -10,7 +10,6 @@ etcd and restart the apiserver while the informer is not looking.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,37 +23,10 @@ from kubernetes_asyncio.client import ApiClient
 from dynamo_snapshot.runtime.backoff import Backoff
 from dynamo_snapshot.runtime.cache import CacheSyncTimeout, InformerCache
 from dynamo_snapshot.runtime.client import Client
-from dynamo_snapshot.runtime.errors import NotFound
 from dynamo_snapshot.runtime.informer import DeletedFinalStateUnknown, SharedInformer, object_of
-from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES, SERVICEACCOUNTS
+from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES
 from dynamo_snapshot.runtime.store import Obj
-from tests.support import Impersonate, wait_for
-
-
-async def restart_apiserver(kube_cluster: Any, admin: Client) -> None:
-    """Restart the apiserver, then wait for the controller-manager to catch up."""
-    await anyio.to_thread.run_sync(kube_cluster.restart_apiserver)
-    await controller_manager_recovered(admin)
-
-
-async def controller_manager_recovered(admin: Client) -> None:
-    """Wait until a new namespace gets its default ServiceAccount again. After an apiserver
-    outage the controller-manager's own reflectors back off for up to 30 s, and the tests that
-    come after need it."""
-    probe = f"probe-{uuid.uuid4().hex[:8]}"
-    await admin.create(NAMESPACES, {"metadata": {"name": probe}})
-
-    async def default_sa() -> bool:
-        try:
-            await admin.get(SERVICEACCOUNTS, "default", probe)
-        except NotFound:
-            return False
-        return True
-
-    try:
-        await wait_for(default_sa, 120, "the controller-manager to recover from the restart")
-    finally:
-        await admin.delete(NAMESPACES, probe)
+from tests.support import Impersonate, controller_manager_recovered, restart_apiserver, wait_for
 
 
 class Mirror:
