@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "workqueue": "bench.workqueue",
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
+    "loopstall": "bench.loop_stall",
 }
 
 

@@ -148,7 +148,7 @@ class SharedInformer:
         page_size: int = 500,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
         watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
-        yield_every: int = 256,
+        yield_every: int = 64,
         on_skip: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.resource = resource
