@@ -22,7 +22,7 @@ from dynamo_snapshot.runtime.resource import CONFIGMAPS
 from tests.support import wait_for
 
 
-def make_manager(kube_api: ApiClient, namespace: str, **opts: Any) -> Manager:
+def make_manager(kube_api: ApiClient, namespace: str | None, **opts: Any) -> Manager:
     return Manager(
         kube_api,
         ManagerOptions(
