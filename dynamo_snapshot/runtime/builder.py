@@ -232,7 +232,7 @@ class ControllerBuilder:
             informer = mgr.cache.informer_for(
                 w.resource, w.namespace, w.label_selector, w.field_selector
             )
-            controller.watch(informer, w.handler, (*w.predicates, *self._filters))
+            controller.watches(informer, w.handler, (*w.predicates, *self._filters))
         for channel in self._channels:
             channel.subscribe(controller.queue.add)
         for tasks in self._tasks:

@@ -2,7 +2,7 @@
 
 A :class:`Controller` owns one :class:`~dynamo_snapshot.runtime.workqueue.WorkQueue` of
 :class:`~dynamo_snapshot.runtime.reconcile.Request` s. Informer events reach it through
-:meth:`Controller.watch` (a handler maps each event to requests, predicates filter them first);
+:meth:`Controller.watches` (a handler maps each event to requests, predicates filter them first);
 ``max_concurrent_reconciles`` workers then loop: take a key, call the reconciler, act on the
 outcome, mark the key done. The queue guarantees that no key is ever held by two workers at once,
 and that events arriving during a reconcile cause exactly one more pass afterwards.
@@ -142,7 +142,7 @@ class Controller:
     def __repr__(self) -> str:
         return f"Controller({self.name!r})"
 
-    def watch(
+    def watches(
         self, informer: Watchable, handler: Handler, predicates: Sequence[Predicate] = ()
     ) -> None:
         """Enqueue ``handler``'s requests for every event of ``informer`` that passes

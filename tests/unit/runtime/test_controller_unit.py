@@ -80,7 +80,7 @@ class Harness:
             tracer=provider.get_tracer("test"),
             **kw,
         )
-        self.controller.watch(self.informer, EnqueueRequestForObject())
+        self.controller.watches(self.informer, EnqueueRequestForObject())
 
     def total(self, result: str) -> float:
         return sample(
@@ -335,7 +335,7 @@ async def test_predicates_and_owner_handler() -> None:
 
     h = Harness(reconcile)
     jobs = HandDrivenInformer()
-    h.controller.watch(jobs, EnqueueRequestForOwner(CONFIGMAPS), [generation_changed()])
+    h.controller.watches(jobs, EnqueueRequestForOwner(CONFIGMAPS), [generation_changed()])
     owner_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "controller": True}
     other_ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "x", "controller": True}
     async with anyio.create_task_group() as tg:
@@ -362,7 +362,7 @@ async def test_broken_map_function_does_not_break_the_informer() -> None:
             raise ValueError("bad map")
 
     informer = HandDrivenInformer()
-    h.controller.watch(informer, Broken())
+    h.controller.watches(informer, Broken())
     informer.add(cm("a"))  # logged, not raised
     assert len(h.controller.queue) == 0
 
