@@ -1,6 +1,7 @@
 """`python -m bench [NAME ...] [-- ARGS]`: run benchmarks by name (all when none is given).
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
+loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
 throughput vs controller-runtime and kopf, needs a cluster). Cluster benchmarks use --kubeconfig,
 else $KUBECONFIG, else the local cluster of `./hack/just up`. Arguments after `--` go to every
