@@ -218,7 +218,7 @@ async def test_node_restriction_confines_the_node_to_itself(
             with pytest.raises(client.ApiException) as refused:
                 await nodes.patch_node(other, note)
             assert refused.value.status == 403
-            message = json.loads(refused.value.body)["message"]
+            message = json.loads(refused.value.body or b"{}")["message"]
             assert f'node "{kube_node.name}" is not allowed to modify node "{other}"' in message
             with pytest.raises(client.ApiException) as refused:
                 await nodes.patch_namespaced_pod_status(
