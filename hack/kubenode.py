@@ -197,10 +197,14 @@ class NodePaths:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and os.readlink(link).startswith(str(self.pod_logs)):
                         link.unlink()
+        # libcni's result cache (fixed path): entries of our pods' network namespaces, which live
+        # under our directory; a pod killed with its node never had its CNI DEL.
         results = Path("/var/lib/cni/results")
         if results.is_dir():
-            for f in results.glob(f"{self.network}-*"):
-                f.unlink(missing_ok=True)
+            for f in results.iterdir():
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    if json.loads(f.read_text()).get("netns", "").startswith(f"{self.dir}/"):
+                        f.unlink()
         if not _mounts_under(self.dir):
             for d in (self.root, self.pod_logs, self.dir / "cni-ipam"):
                 subprocess.run(["rm", "-rf", str(d)], check=False)
@@ -220,6 +224,13 @@ class NodePaths:
         ]
         if Path(f"/sys/class/net/{self.bridge}").exists():
             found.append(f"interface {self.bridge}")
+        results = Path("/var/lib/cni/results")
+        if results.is_dir():
+            found += [
+                f"CNI cache {f}"
+                for f in results.iterdir()
+                if f"{self.dir}/".encode() in f.read_bytes()
+            ]
         return found
 
 
@@ -284,6 +295,14 @@ class KubeNode:
 
     def up(self) -> None:
         """Start the node, or reuse it when its kubelet runs and the Node is Ready."""
+        # The kubelet binds unix sockets under its root, the longest being
+        # pod-resources/<10 digits>; a socket path is limited to 107 bytes.
+        longest = len(str(self.kubelet_root / "pod-resources" / ("9" * 10)))
+        if longest > 107:
+            raise NodeError(
+                f"the node directory {self.dir} is too long for the kubelet's unix sockets"
+                f" ({longest} > 107 bytes): use a cluster directory with a shorter path"
+            )
         if not self.cluster.ports or not self.cluster.healthy():
             raise NodeError(f"no running control plane in {self.cluster.dir}: start it first")
         registry = Registry()
