@@ -197,14 +197,9 @@ class NodePaths:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and os.readlink(link).startswith(str(self.pod_logs)):
                         link.unlink()
-        # libcni's result cache (fixed path): entries of our pods' network namespaces, which live
-        # under our directory; a pod killed with its node never had its CNI DEL.
-        results = Path("/var/lib/cni/results")
-        if results.is_dir():
-            for f in results.iterdir():
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    if json.loads(f.read_text()).get("netns", "").startswith(f"{self.dir}/"):
-                        f.unlink()
+        # A pod killed with its node never had its CNI DEL: its cache entry stays behind.
+        for f in self._cni_cache_entries():
+            f.unlink(missing_ok=True)
         if not _mounts_under(self.dir):
             for d in (self.root, self.pod_logs, self.dir / "cni-ipam"):
                 subprocess.run(["rm", "-rf", str(d)], check=False)
@@ -224,14 +219,18 @@ class NodePaths:
         ]
         if Path(f"/sys/class/net/{self.bridge}").exists():
             found.append(f"interface {self.bridge}")
-        results = Path("/var/lib/cni/results")
-        if results.is_dir():
-            found += [
-                f"CNI cache {f}"
-                for f in results.iterdir()
-                if f"{self.dir}/".encode() in f.read_bytes()
-            ]
+        found += [f"CNI cache {f}" for f in self._cni_cache_entries()]
         return found
+
+    def _cni_cache_entries(self) -> list[Path]:
+        """libcni's result cache (a fixed path) entries of pods whose network namespace was ours."""
+        entries = []
+        results = Path("/var/lib/cni/results")
+        for f in results.iterdir() if results.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if json.loads(f.read_text()).get("netns", "").startswith(f"{self.dir}/"):
+                    entries.append(f)
+        return entries
 
 
 @attrs.define
