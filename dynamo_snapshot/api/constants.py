@@ -64,7 +64,9 @@ LEASE_HOLDER_PREFIX: Final = "snapshot-agent/"
 
 CONTROL_VOLUME_NAME: Final = "snapshot-control"
 CONTROL_MOUNT_PATH: Final = "/snapshot-control"
-CONTROL_DIR_ENV: Final = "DYN_SNAPSHOT_CONTROL_DIR"
+CONTROL_DIR_ENV: Final = "SNAPSHOT_CONTROL_DIR"
+# The name upstream's workloads read; both are set, a value the user wrote wins.
+LEGACY_CONTROL_DIR_ENV: Final = "DYN_SNAPSHOT_CONTROL_DIR"
 READY_FOR_SNAPSHOT_FILE: Final = "ready-for-snapshot"
 SNAPSHOT_COMPLETE_FILE: Final = "snapshot-complete"
 
@@ -97,6 +99,10 @@ BACKEND_FRAMEWORKS: Final = (BACKEND_VLLM, BACKEND_SGLANG, BACKEND_TRTLLM)
 DEFAULT_TARGET_CONTAINER_NAME: Final = "main"
 DEFAULT_ACTIVE_DEADLINE_SECONDS: Final = 3600
 DEFAULT_PARALLEL_SIZE: Final = 1
+# Upstream's default /dev/shm for every Dynamo component.
+DEFAULT_SHARED_MEMORY_SIZE: Final = "8Gi"
+SHARED_MEMORY_VOLUME_NAME: Final = "shared-memory"
+SHARED_MEMORY_MOUNT_PATH: Final = "/dev/shm"
 
 # --- Condition reasons -----------------------------------------------------------------------
 
