@@ -319,6 +319,12 @@ def dynamo_checkpoint_crd() -> Schema:
             "createdAt": s.string("When the checkpoint became Ready.", fmt="date-time"),
             "message": s.string("Human-readable detail of the phase.", max_length=32768),
             "conditions": s.conditions("JobCreated and JobCompleted."),
+            "artifactVersion": s.string(
+                "The artifact version this status describes; bumping the "
+                f"{c.ANNOTATION_ARTIFACT_VERSION} annotation on a terminal checkpoint starts a "
+                "new capture.",
+                max_length=63,
+            ),
         },
     )
     return _crd(

@@ -81,7 +81,9 @@ class SharedMemory:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str) -> SharedMemory:
-        return cls(disabled=wire.opt_bool(data, "disabled", path), size=_quantity(data, "size", path))
+        return cls(
+            disabled=wire.opt_bool(data, "disabled", path), size=_quantity(data, "size", path)
+        )
 
     def to_dict(self) -> JSON:
         out: JSON = {}
@@ -193,6 +195,9 @@ class DynamoCheckpointStatus:
     created_at: dt.datetime | None = None
     message: str | None = None
     conditions: tuple[Condition, ...] = ()
+    # The artifact version this status describes: a different annotation on a terminal
+    # checkpoint means the user asked for a new capture (SPEC §4.1 step 5).
+    artifact_version: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "status") -> DynamoCheckpointStatus:
@@ -204,6 +209,7 @@ class DynamoCheckpointStatus:
             created_at=wire.opt_time(data, "createdAt", path),
             message=wire.opt_str(data, "message", path),
             conditions=conditions_from(data, path),
+            artifact_version=wire.opt_str(data, "artifactVersion", path),
         )
 
     def to_dict(self) -> JSON:
@@ -216,6 +222,7 @@ class DynamoCheckpointStatus:
             out["createdAt"] = wire.format_time(self.created_at)
         wire.put(out, "message", self.message)
         wire.put(out, "conditions", wire.dicts(self.conditions))
+        wire.put(out, "artifactVersion", self.artifact_version)
         return out
 
 

@@ -113,6 +113,7 @@ SERVER_DCKPT: dict[str, Any] = {
         "createdAt": "2026-11-25T10:06:00Z",
         "message": "ready",
         "conditions": [CONDITION | {"type": "JobCreated"}],
+        "artifactVersion": "3",
     },
 }
 SERVER_SNAP: dict[str, Any] = {
