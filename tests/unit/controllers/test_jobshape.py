@@ -197,7 +197,7 @@ def test_input_is_not_modified() -> None:
 def test_missing_target_container_fails_naming_it() -> None:
     raw = checkpoint().to_dict()
     raw["spec"]["job"]["targetContainerName"] = "worker"
-    with pytest.raises(JobShapeError, match="no container named 'worker'.*main, side") as err:
+    with pytest.raises(JobShapeError, match=r"no container named 'worker'.*main, side") as err:
         build_job(DynamoCheckpoint.from_dict(raw), "abc")
     assert err.value.reason == c.REASON_INVALID_POD_TEMPLATE
 
