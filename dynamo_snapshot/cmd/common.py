@@ -254,20 +254,25 @@ def setup_logging(level: str, fmt: str, stream: Any = None) -> None:
 # --- API configuration ---------------------------------------------------------------------
 
 
+def _is_file(path: str) -> bool:
+    # Start-up only, before anything else runs on the loop: a stat cannot stall work.
+    return os.path.isfile(os.path.expanduser(path))
+
+
 async def load_api_client(kubeconfig: str | None) -> Any:
     """A kubernetes_asyncio ApiClient from --kubeconfig, $KUBECONFIG, in-cluster or ~/.kube."""
     cfg = k8s_client.Configuration()
     path = kubeconfig or os.environ.get("KUBECONFIG")
     try:
         if path:
-            if not Path(path).is_file():
+            if not _is_file(path):
                 raise StartupError(f"kubeconfig {path} does not exist")
             await k8s_config.load_kube_config(
                 config_file=path, client_configuration=cfg, persist_config=False
             )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        elif Path("~/.kube/config").expanduser().is_file():
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        elif _is_file("~/.kube/config"):
             await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
         else:
             raise StartupError(
