@@ -50,6 +50,7 @@ from dynamo_snapshot.runtime import (
     View,
     meta,
     patch_status_if_changed,
+    set_controller_reference,
 )
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,7 @@ class _Pass:
 
     def snapshot_body(self, pod: Obj) -> dict[str, Any]:
         ckpt = self.ckpt
-        return {
+        body: dict[str, Any] = {
             "apiVersion": c.API_VERSION,
             "kind": c.KIND_POD_SNAPSHOT,
             "metadata": {
@@ -436,16 +437,6 @@ class _Pass:
                     c.LABEL_SNAPSHOT_OWNER: ckpt.metadata.name,
                     c.LABEL_CHECKPOINT_ID: self.status.checkpoint_id,
                 },
-                "ownerReferences": [
-                    {
-                        "apiVersion": c.API_VERSION,
-                        "kind": c.KIND_DYNAMO_CHECKPOINT,
-                        "name": ckpt.metadata.name,
-                        "uid": self.uid,
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
             },
             "spec": {
                 "source": {
@@ -457,6 +448,8 @@ class _Pass:
                 }
             },
         }
+        # GC deletes the PodSnapshot with its DynamoCheckpoint; owns() maps its events back.
+        return set_controller_reference(self.raw, body, DYNAMO_CHECKPOINTS)
 
     async def cleanup_job(self) -> None:
         """After a terminal phase the Job has done its part: delete it (and, in the background,
