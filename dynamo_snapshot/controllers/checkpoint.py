@@ -35,6 +35,7 @@ from dynamo_snapshot.api.podsnapshot import PodSnapshot
 from dynamo_snapshot.api.resources import DYNAMO_CHECKPOINTS, POD_SNAPSHOTS
 from dynamo_snapshot.api.wire import ApiDecodeError, now
 from dynamo_snapshot.controllers import checkpoint_state as st
+from dynamo_snapshot.controllers.freshness import CATCH_UP, Freshness
 from dynamo_snapshot.controllers.jobshape import JobShapeError, build_job, job_name
 from dynamo_snapshot.runtime import (
     JOBS,
@@ -102,6 +103,7 @@ class CheckpointReconciler:
     recorder: EventRecorder
     view_namespace: str | None = None
     seccomp_profile: str | None = c.SECCOMP_LOCALHOST_PROFILE
+    fresh: Freshness = attrs.field(factory=Freshness)
 
     @property
     def _pod_view(self) -> View:
@@ -117,7 +119,10 @@ class CheckpointReconciler:
         try:
             raw = await self.client.get(DYNAMO_CHECKPOINTS, req.name, req.namespace)
         except NotFound:
+            self.fresh.forget(req.key)
             return None  # deleted: garbage collection removes what it owned
+        if self.fresh.stale(req.key, raw):
+            return Result(requeue_after=CATCH_UP)  # our last write is not in the cache yet
         try:
             ckpt = DynamoCheckpoint.from_dict(raw)
         except ApiDecodeError as err:
@@ -162,6 +167,7 @@ class _Pass:
             self.raw = await patch_status_if_changed(
                 self.client, DYNAMO_CHECKPOINTS, self.raw, status.to_dict()
             )
+            self.r.fresh.wrote(self.key, self.raw)
         self.stored = self.status = status
 
     async def fail(self, condition: str, reason: str, message: str) -> Result | None:
@@ -207,6 +213,7 @@ class _Pass:
             {"metadata": {"labels": {c.LABEL_CHECKPOINT_ID: checkpoint_id}}},
             self.ns,
         )
+        self.r.fresh.wrote(self.key, self.raw)
 
     async def claimants(self, checkpoint_id: str) -> list[DynamoCheckpoint]:
         """Every DynamoCheckpoint (any namespace) that claims `checkpoint_id`: artifacts live
@@ -320,8 +327,8 @@ class _Pass:
             # No pod yet: its creation event brings us back.
             return None
         _, psnap = snap
-        if self.status.pod_snapshot_name != psnap.metadata.name:
-            await self.write(attrs.evolve(self.status, pod_snapshot_name=psnap.metadata.name))
+        # Recorded with this pass's status write (one write, not two).
+        self.status = attrs.evolve(self.status, pod_snapshot_name=psnap.metadata.name)
         verdict = st.pod_snapshot_verdict(psnap)
         if verdict.failed:
             return await self.fail(c.CONDITION_JOB_COMPLETED, verdict.reason, verdict.message)
@@ -389,7 +396,16 @@ class _Pass:
         """This attempt's PodSnapshot, created once the pod exists. A PodSnapshot of an earlier
         attempt (another pod UID) is deleted first."""
         pod_uid = str(meta(pod).get("uid") or "") if pod is not None else ""
-        for raw in await self.owned_snapshots():
+        owned = await self.owned_snapshots()
+        if not owned and self.status.pod_snapshot_name:
+            # Recorded but not cached (yet): a live read tells lag from a deletion.
+            with contextlib.suppress(NotFound):
+                live = await self.client.reader.get(
+                    POD_SNAPSHOTS, self.status.pod_snapshot_name, self.ns
+                )
+                if _controlled_by(live, self.uid):
+                    owned = [live]
+        for raw in owned:
             snap = PodSnapshot.from_dict(raw)
             if pod is not None and snap.spec.pod_ref.uid not in (None, pod_uid):
                 await self.delete_snapshot(raw)

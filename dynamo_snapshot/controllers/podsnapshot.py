@@ -28,6 +28,7 @@ from dynamo_snapshot.api.podsnapshot import PodSnapshot, PodSnapshotStatus
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent, content_name_for
 from dynamo_snapshot.api.resources import POD_SNAPSHOT_CONTENTS, POD_SNAPSHOTS
 from dynamo_snapshot.api.wire import ApiDecodeError
+from dynamo_snapshot.controllers.freshness import CATCH_UP, Freshness
 from dynamo_snapshot.runtime import (
     PODS,
     AlreadyExists,
@@ -95,12 +96,16 @@ def failed_status(status: PodSnapshotStatus, reason: str, message: str) -> PodSn
 class PodSnapshotReconciler:
     client: KubeClient
     recorder: EventRecorder
+    fresh: Freshness = attrs.field(factory=Freshness)
 
     async def reconcile(self, req: Request) -> Result | None:
         try:
             raw = await self.client.get(POD_SNAPSHOTS, req.name, req.namespace)
         except NotFound:
+            self.fresh.forget(req.key)
             return None
+        if self.fresh.stale(req.key, raw):
+            return Result(requeue_after=CATCH_UP)  # our last write is not in the cache yet
         try:
             snap = PodSnapshot.from_dict(raw)
         except ApiDecodeError as err:
@@ -128,6 +133,7 @@ class _Pass:
             self.raw = await patch_status_if_changed(
                 self.client, POD_SNAPSHOTS, self.raw, status.to_dict()
             )
+            self.r.fresh.wrote(self.key, self.raw)
             self.snap = attrs.evolve(self.snap, status=status)
 
     async def fail(self, reason: str, message: str) -> None:
@@ -160,6 +166,7 @@ class _Pass:
             self.raw = await add_finalizer(
                 self.client, POD_SNAPSHOTS, self.raw, c.FINALIZER_CONTENT_CLEANUP
             )  # step 2
+            self.r.fresh.wrote(self.key, self.raw)
         if snap.failed:
             return None
         if not snap.status.bound_snapshot_content_name:

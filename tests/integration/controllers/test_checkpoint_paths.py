@@ -29,6 +29,11 @@ from tests.integration.controllers.support import (
 )
 from tests.support import wait_for
 
+# Measured 18 (sometimes 19): creates of the Job, PodSnapshot and content; one Job delete;
+# patches of the ID label, 3 (or 4) checkpoint status writes, the finalizer and 2 PodSnapshot
+# status writes; 6 Events. One of slack.
+WRITE_BUDGET = 20
+
 
 def reasons(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {
@@ -83,13 +88,17 @@ async def test_happy_path_to_ready(kube_api: ApiClient, cluster: Cluster) -> Non
             c.REASON_CHECKPOINT_READY,
             c.REASON_JOB_DELETED_AFTER_TERMINAL,
         } <= await event_reasons(cluster, "happy")
-        snap_events = await event_reasons(cluster, "happy")
-        assert c.REASON_CONTENT_BOUND in snap_events
-        assert c.REASON_CAPTURED in snap_events
-        writes = running.writes()
+        # The PodSnapshot's own Events (same name): bound, then captured.
+        assert "ctrl-test-node" in await cluster.wait_event("happy", c.REASON_CONTENT_BOUND)
+        await cluster.wait_event("happy", c.REASON_CAPTURED)
         # Exactly one of each object: never a second Job, PodSnapshot or content.
         assert len(await cluster.items(POD_SNAPSHOTS)) == 1
-    assert sum(writes.values()) > 0
+        writes = running.writes()
+    # API writes of both controllers for this one checkpoint (Events included). The README
+    # quotes the figure; the bound catches a reconcile that starts writing in a loop.
+    total = sum(writes.values())
+    print(f"API writes per checkpoint: {total:g} {writes}")
+    assert 12 <= total <= WRITE_BUDGET, writes
 
 
 async def test_ready_pod_snapshot_with_running_job_stays_creating(

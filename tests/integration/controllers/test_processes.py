@@ -78,7 +78,10 @@ async def test_kill_9_at_every_step_converges_to_one_of_each(
             return conds.get("Ready") == "True"
 
         await wait_for(snapshot_ready, TIMEOUT, "the PodSnapshot to mirror Ready")
-        # 4. The checkpoint controller dies just before the Job completes.
+        # 4. The checkpoint controller dies just before the Job completes. The Job is still the
+        # first one: no restart made another.
+        jobs = await cluster.items(JOBS)
+        assert [meta(j)["uid"] for j in jobs] == [meta(job)["uid"]]
         ck.kill()
         await kubelet.finish(pod, 0)
         ck.start()
@@ -89,8 +92,8 @@ async def test_kill_9_at_every_step_converges_to_one_of_each(
         ck.start()
         ps.start()
         await cluster.wait_gone(JOBS, job_name, cluster.ns)
-        # Exactly one of each was ever made: the same PodSnapshot and content UIDs throughout,
-        # one Job creation Event (the restarts adopted or found it).
+        # Exactly one of each was ever made: the same Job, PodSnapshot and content UIDs
+        # throughout. (Events are best effort: a SIGKILL may lose the buffered ones.)
         snaps = await cluster.items(POD_SNAPSHOTS)
         assert [meta(s)["uid"] for s in snaps] == [meta(snap)["uid"]]
         contents = [
@@ -99,13 +102,9 @@ async def test_kill_9_at_every_step_converges_to_one_of_each(
             if x["spec"]["snapshotRef"]["namespace"] == cluster.ns
         ]
         assert [meta(x)["uid"] for x in contents] == [meta(content)["uid"]]
-        created = [m for _t, r, m in await cluster.events("crashy") if r == c.REASON_JOB_CREATED]
-        assert len(created) == 1, created
-        assert job_name in created[0]
         final = await cluster.checkpoint("crashy")
         assert final["status"]["phase"] == c.PHASE_READY
         assert final["status"]["createdAt"] == ready["status"]["createdAt"]
-        assert meta(job)["uid"]  # the Job we saw was the one (no second Job name exists)
         assert ck.starts == 5
         assert ps.starts == 4
         assert ck.alive()
