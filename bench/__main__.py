@@ -3,8 +3,10 @@
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
 loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
-throughput vs controller-runtime and kopf, needs a cluster). Cluster benchmarks use --kubeconfig,
-else $KUBECONFIG, else the local cluster of `./hack/just up`. Arguments after `--` go to every
+throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
+Ready through both controllers, cache reads vs live reads; starts its own control planes).
+The other cluster benchmarks use --kubeconfig, else $KUBECONFIG, else the local cluster of
+`./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
 """
 
@@ -23,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
     "loopstall": "bench.loop_stall",
+    "controllers": "bench.controllers_scale",
 }
 
 
