@@ -7,13 +7,14 @@ nodeName (required), namespace, runtimeEndpoint (default the containerd socket),
 cgroupRoot, storageRoot, method (``auto|cri|criu``), criuPath, criuConfigFile, cudaCheckpoint
 (path of NVIDIA's ``cuda-checkpoint``; empty = no GPU step), workers, criTimeoutSeconds,
 checkpointTimeoutSeconds, readyTimeoutSeconds, leaseDurationSeconds (30), leaseRenewSeconds (10),
-fsync. ``ENV_NAMES`` below is the exact list of environment variables.
+fsync, shutdownGraceSeconds. ``ENV_NAMES`` below is the exact list of environment variables.
 
 The file is named by ``--config`` or ``DYNAMO_SNAPSHOT_CONFIG``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -50,7 +51,9 @@ class AgentConfig:
     lease_duration_seconds: float = 30.0
     lease_renew_seconds: float = 10.0
     fsync: bool = True
+    shutdown_grace_seconds: float = 60.0
 
+    @functools.cached_property
     def executor(self) -> ExecutorConfig:
         env = {"CRIU_CONFIG_FILE": self.criu_config_file} if self.criu_config_file else {}
         return ExecutorConfig(
@@ -88,6 +91,7 @@ _KEYS: Final = {
     "leaseDurationSeconds": ("lease_duration_seconds", ""),
     "leaseRenewSeconds": ("lease_renew_seconds", ""),
     "fsync": ("fsync", "DYNAMO_SNAPSHOT_FSYNC"),
+    "shutdownGraceSeconds": ("shutdown_grace_seconds", ""),
 }
 FIELD_TO_KEY: Final = {f: k for k, (f, _e) in _KEYS.items()}
 ENV_NAMES: Final = {f: e for _k, (f, e) in _KEYS.items() if e}
@@ -185,6 +189,7 @@ def validate(cfg: AgentConfig) -> None:
         "ready_timeout_seconds",
         "lease_duration_seconds",
         "lease_renew_seconds",
+        "shutdown_grace_seconds",
     ):
         if getattr(cfg, field) <= 0:
             raise ConfigError(f"{FIELD_TO_KEY[field]} must be positive, got {getattr(cfg, field)}")

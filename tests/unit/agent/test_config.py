@@ -19,7 +19,7 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
     assert cfg.workers == 8
     assert cfg.fsync is False
     assert cfg.storage_root == "/srv/ckpt"
-    ex = cfg.executor()
+    ex = cfg.executor
     assert str(ex.storage_root) == "/srv/ckpt"
     assert ex.method == "cri"
 
