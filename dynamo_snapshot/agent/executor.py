@@ -198,7 +198,8 @@ class Executor:
         images = staging / criu.IMAGES_DIR
         os.mkdir(images, DIR_MODE)
         descriptors = [_readlink(proc / str(c.pid) / "fd" / str(fd)) for fd in range(3)]
-        host_net = net_namespace_inode(proc, 1)
+        # CRIU runs in our network namespace: a container in another one has it external.
+        own_net = os.stat("/proc/self/ns/net").st_ino
         container_net = net_namespace_inode(proc, c.pid)
         hierarchies = criu.cgroup_mounts(self.config.cgroup_root)
         args = criu.dump_args(
@@ -207,7 +208,7 @@ class Executor:
             root=proc / str(c.pid) / "root",
             freezer_cgroup=freezer.parent if freezer is not None else None,
             external_mount_points=sorted(criu.external_mounts(c.spec, hierarchies)),
-            external_netns_inode=None if container_net == host_net else container_net,
+            external_netns_inode=None if container_net == own_net else container_net,
         )
         upperdir = overlay_upperdir(proc, c.pid)
         cuda = (
