@@ -115,6 +115,9 @@ class PlayedPod:
         with contextlib.suppress(NotFound):
             await self.api.patch_status(PODS, self.name, {"status": status}, self.namespace)
 
+    async def exited(self) -> bool:
+        return await self.exit_code() is not None
+
     async def exit_code(self) -> int | None:
         st = (await self.cri.container_status(self.container_id)).status
         return int(st.exit_code) if st.state == pb.CONTAINER_EXITED else None

@@ -71,7 +71,7 @@ async def test_capture_end_to_end(
             for f in files:
                 assert os.stat(os.path.join(dirpath, f)).st_mode & 0o777 == 0o600
         assert (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
-        assert await wait_for(pod.exit_code, 30, "workload exit") is not None
+        await wait_for(pod.exited, 30, "workload exit")
         assert await pod.exit_code() == 0
         pod_obj = await api.get(PODS, pod.name, namespace)
         assert pod_obj["metadata"]["labels"][c.LABEL_CAPTURE_ELIGIBLE] == c.LABEL_TRUE
