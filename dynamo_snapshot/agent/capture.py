@@ -164,6 +164,15 @@ class Captures:
     # ---- the task ----
 
     async def _capture(self, ctx: TaskContext, work: Work, waited: float) -> str:
+        try:
+            out = await self._capture_inner(ctx, work, waited)
+        except BaseException as err:
+            log.warning("capture task of %s ended with %r", work.content.metadata.name, err)
+            raise
+        log.info("capture task of %s ended: %s", work.content.metadata.name, out)
+        return out
+
+    async def _capture_inner(self, ctx: TaskContext, work: Work, waited: float) -> str:
         agent = self.agent
         method = agent.executor.choose_method()
         m = agent.metrics
@@ -224,7 +233,13 @@ class Captures:
                     return "failed"
                 try:
                     path, size, how = await self._dump_or_adopt(work, phases)
-                except CaptureFailed as err:
+                except (CaptureFailed, anyio.get_cancelled_exc_class()) as err:
+                    # A lost lease cancels the dump; gRPC raises its own CancelledError (or
+                    # CANCELLED), which the guard's cancel scope does not recognise as its own.
+                    if held.lost:
+                        raise LeaseLost(f"lease lost during the dump: {held.reason}") from None
+                    if not isinstance(err, CaptureFailed):
+                        raise
                     message = (
                         f"checkpoint of {work.namespace}/{work.pod_name} container "
                         f"{work.facts.name} failed: {err}"
@@ -252,13 +267,19 @@ class Captures:
                 self._sentinel(work.facts)
                 self._released.add(name)
                 return "captured"
-        except LeaseLost as err:
+        except (LeaseLost, BaseExceptionGroup) as raised:
+            # The guard raises LeaseLost itself, or inside its task group's exception group
+            # when the body raised it first.
+            lost = _lease_lost(raised)
+            if lost is None:
+                raise
+            log.warning("capture of %s cancelled: %s", name, lost)
             try:
                 obj = await agent.mgr.api_reader.get(CONTENTS, name)
             except NotFound:
                 return "gone"
             if not PodSnapshotContent.from_dict(obj).terminal:
-                await self.fail(obj, c.REASON_LEASE_CANCELLED, f"{name}: {err}")
+                await self.fail(obj, c.REASON_LEASE_CANCELLED, f"{name}: {lost}")
             return "failed"
 
     async def _container_changed(self, work: Work) -> str | None:
@@ -377,3 +398,14 @@ class Captures:
                 log.info("re-releasing %s/%s: Ready without sentinel", ns, pod_ref.name)
                 self._sentinel(facts)
         self._released.add(name)
+
+
+def _lease_lost(err: BaseException) -> LeaseLost | None:
+    """The LeaseLost behind ``err`` when that is all it holds, else None."""
+    if isinstance(err, LeaseLost):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        match, rest = err.split(LeaseLost)
+        if match is not None and rest is None:
+            return _lease_lost(match.exceptions[0])
+    return None
