@@ -117,6 +117,7 @@ class Executor:
         os.mkdir(staging, DIR_MODE)
         freezer = freezer_file(self.config.cgroup_root, req.container.cgroups_path)
         options: list[str] = []
+        known: dict[str, tuple[int, str]] = {}
         try:
             if method == "cri":
                 try:
@@ -130,10 +131,12 @@ class Executor:
                     _empty(staging)
                     method = "criu"
             if method == "criu":
-                options = await self._dump_criu(req, staging, phases, freezer)
+                options, known = await self._dump_criu(req, staging, phases, freezer)
             with phases.phase(DIGEST):
                 files = await anyio.to_thread.run_sync(
-                    lambda: artifact.digest_files(staging, workers=self.config.hash_workers)
+                    lambda: artifact.digest_files(
+                        staging, workers=self.config.hash_workers, known=known
+                    )
                 )
             with phases.phase(FINALIZE):
                 manifest = _manifest(req, dest, method, options, files, phases.timings)
@@ -192,7 +195,9 @@ class Executor:
 
     async def _dump_criu(
         self, req: CaptureRequest, staging: Path, phases: Phases, freezer: Path | None
-    ) -> list[str]:
+    ) -> tuple[list[str], dict[str, tuple[int, str]]]:
+        """Dump with CRIU; returns its options and the page images' digests (hashed while
+        written)."""
         c = req.container
         proc = self.config.host_proc
         images = staging / criu.IMAGES_DIR
@@ -217,16 +222,28 @@ class Executor:
             else None
         )
 
+        # The page images are hashed while CRIU writes them, on the other core.
+        hasher = artifact.TailHasher(images, "pages-", ".img")
+        hashed: dict[str, tuple[int, str]] = {}
+
         async def dump() -> None:
-            with phases.phase(DUMP):
-                if cuda is not None:
-                    await cuda.checkpoint(process_tree(proc, c.pid))
-                try:
-                    await criu.run_dump(self.config.criu_path, args, images, self.config.criu_env)
-                finally:
+            try:
+                with phases.phase(DUMP):
                     if cuda is not None:
-                        with anyio.CancelScope(shield=True):
-                            await cuda.resume()
+                        await cuda.checkpoint(process_tree(proc, c.pid))
+                    try:
+                        await criu.run_dump(
+                            self.config.criu_path, args, images, self.config.criu_env
+                        )
+                    finally:
+                        if cuda is not None:
+                            with anyio.CancelScope(shield=True):
+                                await cuda.resume()
+            finally:
+                hasher.stop()
+
+        async def hash_pages() -> None:
+            hashed.update(await anyio.to_thread.run_sync(hasher.run))
 
         def diff() -> None:
             with phases.phase(ROOTFS_DIFF):
@@ -237,7 +254,7 @@ class Executor:
 
         try:
             with anyio.fail_after(self.config.checkpoint_timeout_s):
-                await _both(dump, lambda: anyio.to_thread.run_sync(diff))
+                await _all(dump, lambda: anyio.to_thread.run_sync(diff), hash_pages)
         except TimeoutError as err:
             raise CaptureFailed(
                 f"CRIU dump did not finish within {self.config.checkpoint_timeout_s:g} s:\n"
@@ -248,11 +265,11 @@ class Executor:
         criu.check_images(images)
         (images / "descriptors.json").write_text(json.dumps(descriptors))
         (staging / criu.SPEC_DUMP).write_text(json.dumps(c.spec))
-        return args
+        return args, {f"{criu.IMAGES_DIR}/{name}": v for name, v in hashed.items()}
 
 
-async def _both(a: Callable[[], Awaitable[None]], b: Callable[[], Awaitable[None]]) -> None:
-    """Run both; if either fails the other is cancelled and the first failure is raised bare."""
+async def _all(*fns: Callable[[], Awaitable[None]]) -> None:
+    """Run all; if one fails the others are cancelled and the first failure is raised bare."""
     errors: list[BaseException] = []
 
     async def guard(fn: Callable[[], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
@@ -263,8 +280,8 @@ async def _both(a: Callable[[], Awaitable[None]], b: Callable[[], Awaitable[None
             tg.cancel_scope.cancel()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(guard, a, tg)
-        tg.start_soon(guard, b, tg)
+        for fn in fns:
+            tg.start_soon(guard, fn, tg)
     if errors:
         raise errors[0]
 
