@@ -72,7 +72,7 @@ CONTENTS: Final = Resource(
     namespaced=False,
 )
 _SENTINEL_TMP: Final = ".snapshot-complete.tmp"
-_CONTROL_ENVS: Final = ("SNAPSHOT_CONTROL_DIR", c.CONTROL_DIR_ENV)
+_CONTROL_ENVS: Final = (c.CONTROL_DIR_ENV, c.LEGACY_CONTROL_DIR_ENV)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ def _pod(name: str, node: str, checkpoint_id: str) -> dict[str, Any]:
                     "image": WORKLOAD_IMAGE,
                     "imagePullPolicy": "Never",
                     "env": [
-                        {"name": "SNAPSHOT_CONTROL_DIR", "value": c.CONTROL_MOUNT_PATH},
                         {"name": c.CONTROL_DIR_ENV, "value": c.CONTROL_MOUNT_PATH},
+                        {"name": c.LEGACY_CONTROL_DIR_ENV, "value": c.CONTROL_MOUNT_PATH},
                         {"name": "WORKLOAD_TICK_SECONDS", "value": "0.1"},
                         {"name": "WORKLOAD_TOUCH_MIB", "value": "16"},
                     ],
