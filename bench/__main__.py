@@ -2,7 +2,8 @@
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
-throughput vs controller-runtime and kopf, needs a cluster). Cluster benchmarks use --kubeconfig,
+throughput vs controller-runtime and kopf, needs a cluster), agent (the node agent's capture vs
+bare CRIU, needs the node runtime: root, hack/node). Cluster benchmarks use --kubeconfig,
 else $KUBECONFIG, else the local cluster of `./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
 """
@@ -21,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "workqueue": "bench.workqueue",
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
+    "agent": "bench.agent_capture",
 }
 
 

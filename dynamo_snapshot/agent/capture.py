@@ -310,7 +310,7 @@ class Captures:
                 log.info("removing stale staging directory %s", stale)
                 await anyio.to_thread.run_sync(shutil.rmtree, stale, True)
         # A dump killed with its agent may have left the container frozen.
-        await ensure_thawed(freezer_file(cfg.cgroup_root, work.facts.cgroups_path))
+        await ensure_thawed(freezer_file(cfg.cgroup_root, work.facts.cgroups_path), settle=False)
         if dest.final.exists():
             try:
                 manifest = await anyio.to_thread.run_sync(

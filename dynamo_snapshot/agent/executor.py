@@ -118,6 +118,7 @@ class Executor:
         freezer = freezer_file(self.config.cgroup_root, req.container.cgroups_path)
         options: list[str] = []
         known: dict[str, tuple[int, str]] = {}
+        failed = False
         try:
             if method == "cri":
                 try:
@@ -144,14 +145,19 @@ class Executor:
                     lambda: self._finalize(staging, dest.final, manifest)
                 )
         except CaptureFailed:
+            failed = True
             raise
         except (OSError, artifact.ArtifactError, criu.CriuError, CriError) as err:
+            failed = True
             raise CaptureFailed(str(err)) from err
+        except BaseException:
+            failed = True
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 if staging.exists():
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, True))
-                if not await ensure_thawed(freezer):
+                if not await ensure_thawed(freezer, settle=failed):
                     raise CaptureFailed(f"container {req.container.container_id} stays frozen")
         return CaptureResult(
             method=method,
