@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
     "agent": "bench.agent_capture",
+    "agent-overhead": "bench.agent_overhead",
 }
 
 
