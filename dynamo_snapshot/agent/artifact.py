@@ -10,6 +10,7 @@ Files are 0600 and directories 0700, because a checkpoint holds process memory, 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -148,14 +149,30 @@ class TailHasher:
         return progressed
 
     def run(self) -> dict[str, tuple[int, str]]:
-        """Follow until ``stop()``, then read to the end; returns name -> (size, sha256)."""
+        """Follow until ``stop()``, then read to the end; returns name -> (size, sha256).
+
+        The thread runs at the lowest priority while it follows: on a busy node CRIU (which
+        holds the container frozen) must not wait for the hasher; it catches up afterwards."""
+        tid = threading.get_native_id()
+        try:
+            before = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+        except OSError:
+            before = None
         try:
             while not self._stop.is_set():
                 if not self._pass():
                     self._stop.wait(0.005)
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, before)
+                before = None
             self._pass()
             return {name: (size, h.hexdigest()) for name, (_f, h, size) in self._files.items()}
         finally:
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, before)
             for f, _h, _s in self._files.values():
                 f.close()
 
