@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from dynamo_snapshot.agent import artifact
+from dynamo_snapshot.agent.capture import CONTENTS
 from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.runtime import Manager, RestClient
@@ -178,3 +179,34 @@ async def test_kill_9_during_a_dump_then_restart_converges(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(10)
+
+
+async def test_ready_without_sentinel_is_released_after_a_restart(
+    api: RestClient,
+    namespace: str,
+    run_agent: RunAgent,
+    cri: CriClient,
+    storage_root: Path,
+    tmp_path: Path,
+) -> None:
+    """An agent persisted Ready and died before writing snapshot-complete: the next agent
+    writes it (without dumping again) and the workload exits 0."""
+    async with played_pod(api, cri, namespace, tmp_path, checkpoint_id="rerelease") as pod:
+        await wait_for(
+            (pod.control_dir / c.READY_FOR_SNAPSHOT_FILE).exists, 30, "ready-for-snapshot"
+        )
+        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
+        name = content["metadata"]["name"]
+        when = "2026-01-01T00:00:00Z"
+        conditions = [
+            {"type": t, "status": s, "reason": c.REASON_CAPTURED, "message": "earlier agent",
+             "lastTransitionTime": when}
+            for t, s in ((c.CONDITION_READY, "True"), (c.CONDITION_FAILED, "False"))
+        ]  # fmt: skip
+        await api.patch_status(CONTENTS, name, {"status": {"conditions": conditions}})
+        assert not (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
+        async with run_agent():
+            await wait_for(pod.exited, 60, "workload released and exited")
+        assert await pod.exit_code() == 0
+        assert (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
+    assert os.listdir(storage_root) == [], "released without a second dump"
