@@ -132,10 +132,14 @@ class Captures:
 
     # ---- status writes ----
 
-    async def fail(self, obj: Mapping[str, Any], reason: str, message: str) -> bool:
+    async def fail(
+        self, obj: Mapping[str, Any], reason: str, message: str, *, retry: bool = False
+    ) -> bool:
         """Failed=True with ``reason`` (Ready=False), locked on the read resourceVersion.
-        False when the content changed meanwhile (someone else decided)."""
-        ok = await self._write(obj, ready=False, reason=reason, message=message)
+        False when the content changed meanwhile (someone else decided); with ``retry`` (a
+        decision taken on a cached read) that raises ``Conflict`` instead, so that the
+        controller reconciles again on a fresh object."""
+        ok = await self._write(obj, ready=False, reason=reason, message=message, retry=retry)
         if ok:
             self.agent.metrics.failures.labels(reason).inc()
             log.warning("content %s failed: %s: %s", obj["metadata"]["name"], reason, message)
@@ -145,7 +149,13 @@ class Captures:
         return ok
 
     async def _write(
-        self, obj: Mapping[str, Any], *, ready: bool, reason: str, message: str
+        self,
+        obj: Mapping[str, Any],
+        *,
+        ready: bool,
+        reason: str,
+        message: str,
+        retry: bool = False,
     ) -> bool:
         content = PodSnapshotContent.from_dict(obj)
         conds = content.status.conditions
@@ -157,7 +167,11 @@ class Captures:
         }
         try:
             await self.agent.mgr.client.patch_status(CONTENTS, obj["metadata"]["name"], patch)
-        except (Conflict, NotFound):
+        except NotFound:
+            return False
+        except Conflict:
+            if retry:
+                raise
             return False
         return True
 

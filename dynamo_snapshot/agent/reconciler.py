@@ -23,6 +23,7 @@ A reconcile of one content reads in SPEC order:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -196,7 +197,8 @@ class Agent:
     ) -> Result | None:
         ns = content.spec.snapshot_ref.namespace
         pod_ref = content.spec.pod_ref
-        fail = self.captures.fail
+        # Decisions below are taken on the cached content: a Conflict retries the reconcile.
+        fail = functools.partial(self.captures.fail, retry=True)
         # -- gate --
         try:
             pod = await self.mgr.api_reader.get(PODS, pod_ref.name, ns)
