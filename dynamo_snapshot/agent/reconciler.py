@@ -221,13 +221,17 @@ class Agent:
             return None
         labels = meta.get("labels") or {}
         if labels.get(c.LABEL_CAPTURE_ELIGIBLE) != c.LABEL_TRUE:
-            await self.mgr.client.patch_merge(
+            # The pod's event will bring the content back as well; going on with the pod the
+            # patch returned saves that round trip (the gate itself never dumps).
+            pod = await self.mgr.client.patch_merge(
                 PODS,
                 pod_ref.name,
                 {"metadata": {"labels": {c.LABEL_CAPTURE_ELIGIBLE: c.LABEL_TRUE}}},
                 ns,
             )
-            return None  # the eligible pod's event brings this content back
+            meta = pod.get("metadata") or {}
+            status = pod.get("status") or {}
+            labels = meta.get("labels") or {}
         # -- capture decision --
         oldest = self._oldest_open_content(f"{ns}/{pod_ref.name}")
         if oldest is not None and oldest != req.name:
