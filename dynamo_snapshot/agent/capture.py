@@ -206,7 +206,9 @@ class Captures:
         ) as span:
             try:
                 outcome = await self._under_lease(work, phases)
-                result = "success" if outcome == "captured" else outcome
+                span.set_attribute("capture.outcome", outcome)
+                # Only captures this agent decided count: not one another holder finished.
+                result = {"captured": "success", "failed": "failure"}.get(outcome, "")
                 return outcome
             except Exception as err:
                 span.record_exception(err)
@@ -214,9 +216,8 @@ class Captures:
                 raise
             finally:
                 m.in_flight.dec()
-                m.duration.labels(method, "success" if result == "success" else "failure").observe(
-                    time.monotonic() - started
-                )
+                if result:
+                    m.duration.labels(method, result).observe(time.monotonic() - started)
 
     async def _under_lease(self, work: Work, phases: Phases) -> str:
         agent = self.agent
