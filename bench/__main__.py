@@ -1,6 +1,7 @@
 """`python -m bench [NAME ...] [-- ARGS]`: run benchmarks by name (all when none is given).
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
+loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
 throughput vs controller-runtime and kopf, needs a cluster), agent (the node agent's capture vs
 bare CRIU, needs the node runtime: root, hack/node). Cluster benchmarks use --kubeconfig,
@@ -22,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "workqueue": "bench.workqueue",
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
+    "loopstall": "bench.loop_stall",
     "agent": "bench.agent_capture",
     "agent-overhead": "bench.agent_overhead",
 }
