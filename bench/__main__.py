@@ -3,9 +3,12 @@
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
 loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
-throughput vs controller-runtime and kopf, needs a cluster), agent (the node agent's capture vs
-bare CRIU, needs the node runtime: root, hack/node). Cluster benchmarks use --kubeconfig,
-else $KUBECONFIG, else the local cluster of `./hack/just up`. Arguments after `--` go to every
+throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
+Ready through both controllers, cache reads vs live reads; starts its own control planes), agent
+(the node agent's capture vs bare CRIU, needs the node runtime: root, hack/node),
+agent-overhead (content created -> dump started; node runtime, starts its own control plane).
+The other cluster benchmarks use --kubeconfig, else $KUBECONFIG, else the local cluster of
+`./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
 """
 
@@ -24,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
     "loopstall": "bench.loop_stall",
+    "controllers": "bench.controllers_scale",
     "agent": "bench.agent_capture",
     "agent-overhead": "bench.agent_overhead",
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import tarfile
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane import ControlPlane
 from kubenode import TEST_TOLERATION, KubeNode
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
@@ -94,9 +94,14 @@ def _kubelet_ssl(kube_node: KubeNode, cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _post(url: str, ctx: ssl.SSLContext) -> tuple[int, Any]:
+def _post(url: str, ctx: ssl.SSLContext) -> Any:
     with urllib.request.urlopen(urllib.request.Request(url, method="POST"), context=ctx) as r:
-        return int(r.status), json.loads(r.read())
+        return json.loads(r.read())
+
+
+def _tar_names(path: Path) -> list[str]:
+    with tarfile.open(path) as tar:
+        return tar.getnames()
 
 
 def _same_socket(a: Path, b: Path) -> bool:
@@ -118,6 +123,26 @@ def test_node_is_ready_with_the_pinned_version(kube_node: KubeNode) -> None:
     table = kube_node.cluster.kubectl("get", "nodes", "--no-headers").stdout.split("\n")
     assert any(row.split()[:2] == [kube_node.name, "Ready"] for row in table if row), table
     assert any(row.split()[-1] == KUBE_VERSION for row in table if row), table
+
+
+def test_kubelet_api_is_authenticated_and_authorized(kube_node: KubeNode) -> None:
+    """Anonymous access is off, the read-only port is closed, and a client certificate signed by
+    the cluster CA is still checked against RBAC (webhook authorization)."""
+    anonymous = ssl.create_default_context(cafile=str(kube_node.cluster.pki.ca))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{kube_node.url}/pods", context=anonymous)
+    assert refused.value.code == 401
+    with socket.socket() as s:
+        assert s.connect_ex((kube_node.name, 10255)) != 0  # the read-only port
+    pki = kube_node.dir / "pki"
+    as_node = _kubelet_ssl(kube_node, pki / "kubelet-client.crt", pki / "kubelet-client.key")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{kube_node.url}/pods", context=as_node)
+    assert refused.value.code == 403
+    admin = kube_node.cluster.pki
+    ctx = _kubelet_ssl(kube_node, admin.cert("admin"), admin.key("admin"))
+    with urllib.request.urlopen(f"{kube_node.url}/pods", context=ctx) as r:
+        assert json.loads(r.read())["kind"] == "PodList"
 
 
 async def test_job_follows_ready_for_snapshot_and_completes_after_snapshot_complete(
@@ -255,18 +280,16 @@ async def test_kubelet_checkpoint_api_writes_an_archive(
     running = await wait_for(ready, 60, "the pod Ready", interval=0.3)
     control = kube_node.empty_dir(running["metadata"]["uid"], CONTROL) / "main"
 
-    url = f"{kube_node.url}/checkpoint/{namespace}/dumped/main"
-    cluster: ControlPlane = kube_node.cluster
-    admin = _kubelet_ssl(kube_node, cluster.pki.cert("admin"), cluster.pki.key("admin"))
-    status, answer = _post(url, admin)
-    assert status == 200
-    archive = Path(answer["items"][0])
+    archive = kube_node.checkpoint(namespace, "dumped", "main")
+    # Archive names have one-second resolution: a call right after must not overwrite the first.
+    second = kube_node.checkpoint(namespace, "dumped", "main")
+    assert second != archive
     assert archive.parent == kube_node.kubelet_root / "checkpoints"
     assert archive.name.startswith(f"checkpoint-dumped_{namespace}-main-")
-    with tarfile.open(archive) as tar:
-        names = tar.getnames()
+    names = _tar_names(archive)
     assert "config.dump" in names
     assert any(n.startswith("checkpoint/") for n in names)
+    assert "config.dump" in _tar_names(second)
 
     # The container keeps running: its counter moves on after the dump.
     before = read_counter(control)
@@ -275,6 +298,7 @@ async def test_kubelet_checkpoint_api_writes_an_archive(
     assert got["status"]["containerStatuses"][0]["restartCount"] == 0
 
     # The node's own credentials are not allowed nodes/checkpoint.
+    url = f"{kube_node.url}/checkpoint/{namespace}/dumped/main"
     pki = kube_node.dir / "pki"
     as_node = _kubelet_ssl(kube_node, pki / "kubelet-client.crt", pki / "kubelet-client.key")
     with pytest.raises(urllib.error.HTTPError) as refused:
