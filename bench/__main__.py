@@ -6,7 +6,8 @@ informer (informer memory per Pod, needs a cluster), latency (event to reconcile
 throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
 Ready through both controllers, cache reads vs live reads; starts its own control planes), agent
 (the node agent's capture vs bare CRIU, needs the node runtime: root, hack/node),
-agent-overhead (content created -> dump started; node runtime, starts its own control plane).
+agent-overhead (content created -> dump started; node runtime, starts its own control plane),
+agent-kubelet (the agent vs the kubelet's checkpoint API; starts its own control plane and node).
 The other cluster benchmarks use --kubeconfig, else $KUBECONFIG, else the local cluster of
 `./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "controllers": "bench.controllers_scale",
     "agent": "bench.agent_capture",
     "agent-overhead": "bench.agent_overhead",
+    "agent-kubelet": "bench.agent_kubelet",
 }
 
 

@@ -46,6 +46,7 @@ from dynamo_snapshot.agent.phases import LEASE, WAIT_READY, Phases
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.conditions import FALSE, TRUE, set_condition
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
+from dynamo_snapshot.api.resources import POD_SNAPSHOT_CONTENTS
 from dynamo_snapshot.runtime import (
     NORMAL,
     PODS,
@@ -54,7 +55,6 @@ from dynamo_snapshot.runtime import (
     LeaseLost,
     NotFound,
     Request,
-    Resource,
     TaskContext,
     lease_guard,
 )
@@ -64,13 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTENTS: Final = Resource(
-    c.GROUP,
-    c.VERSION,
-    c.PLURAL_POD_SNAPSHOT_CONTENTS,
-    c.KIND_POD_SNAPSHOT_CONTENT,
-    namespaced=False,
-)
+CONTENTS: Final = POD_SNAPSHOT_CONTENTS
 _SENTINEL_TMP: Final = ".snapshot-complete.tmp"
 _CONTROL_ENVS: Final = (c.CONTROL_DIR_ENV, c.LEGACY_CONTROL_DIR_ENV)
 
@@ -360,14 +354,25 @@ class Captures:
                 await self._kill(strip_runtime_prefix(str(s["containerID"])))
 
     def _control_dir(self, facts: ContainerFacts) -> Path | None:
-        """The host side of the container's control volume (SPEC §3), from its runtime spec."""
+        """The host side of the container's control volume (SPEC §3): the bind source from its
+        runtime spec when the agent sees that path (the kubelet's pods directory is mounted),
+        else the same directory through the container's root in the host's /proc."""
         env = dict(
             e.split("=", 1) for e in (facts.spec.get("process") or {}).get("env") or [] if "=" in e
         )
         inside = next((env[k] for k in _CONTROL_ENVS if env.get(k)), c.CONTROL_MOUNT_PATH)
         for mount in facts.spec.get("mounts") or []:
             if mount.get("destination") == inside and mount.get("source"):
-                return Path(str(mount["source"]))
+                source = Path(str(mount["source"]))
+                if source.is_dir():
+                    return source
+                through_proc = (
+                    self.agent.settings.executor.host_proc
+                    / str(facts.pid)
+                    / "root"
+                    / inside.lstrip("/")
+                )
+                return through_proc if through_proc.is_dir() else None
         return None
 
     def _sentinel(self, facts: ContainerFacts) -> bool:
