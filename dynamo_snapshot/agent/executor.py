@@ -122,7 +122,7 @@ class Executor:
         try:
             if method == "cri":
                 try:
-                    options = await self._dump_cri(req, staging, phases)
+                    options, known = await self._dump_cri(req, staging, phases)
                 except CriUnimplemented:
                     if self.config.method == "cri":
                         raise CaptureFailed(
@@ -174,15 +174,31 @@ class Executor:
 
     # ---- cri ----
 
-    async def _dump_cri(self, req: CaptureRequest, staging: Path, phases: Phases) -> list[str]:
+    async def _dump_cri(
+        self, req: CaptureRequest, staging: Path, phases: Phases
+    ) -> tuple[list[str], dict[str, tuple[int, str]]]:
+        """CheckpointContainer into ``checkpoint.tar``; returns no options (the runtime chose
+        them) and the archive's digest, hashed while containerd writes it."""
         archive = staging / CRI_ARCHIVE  # a fresh path: containerd does not truncate
         timeout = self.config.checkpoint_timeout_s
         freezer = freezer_file(self.config.cgroup_root, req.container.cgroups_path)
-        with phases.phase(DUMP):
+        hasher = artifact.TailHasher(staging, CRI_ARCHIVE, "")
+        hashed: dict[str, tuple[int, str]] = {}
+
+        async def call() -> None:
             try:
                 await self.cri.checkpoint_container(
                     req.container.container_id, str(archive), timeout=timeout
                 )
+            finally:
+                hasher.stop()
+
+        async def hash_archive() -> None:
+            hashed.update(await anyio.to_thread.run_sync(hasher.run))
+
+        with phases.phase(DUMP):
+            try:
+                await _all(call, hash_archive)
             except CriDeadlineExceeded as err:
                 # containerd 2.1.9 leaves the task frozen when the call is cancelled.
                 with anyio.CancelScope(shield=True):
@@ -195,7 +211,7 @@ class Executor:
             except CriError as err:
                 raise CaptureFailed(str(err)) from err
         await anyio.to_thread.run_sync(lambda: check_cri_archive(archive))
-        return []
+        return [], hashed
 
     # ---- criu ----
 
