@@ -36,15 +36,13 @@ import anyio
 import yaml
 
 from dynamo_snapshot.agent.cri.client import CriClient, pb
+from dynamo_snapshot.agent.cri.podconfig import sandbox_config, workload_config
 from dynamo_snapshot.api.checkpoint_id import identity_hash
 from dynamo_snapshot.api.dynamocheckpoint import DynamoCheckpoint
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / ".run" / "demo"
-WORKLOAD_IMAGE = "localhost/dynamo-snapshot/workload:v1"
-CONTROL_DIR = "/snapshot-control"
 DEMO_NAMESPACE = "dynamo-demo"
-CGROUP_PARENT = "/dynamo-snapshot-node"
 
 
 def say(msg: str) -> None:
@@ -117,31 +115,9 @@ async def capture(
     logs = RUN / run_id / "logs"
     control.mkdir(parents=True, mode=0o700)
     logs.mkdir(parents=True, mode=0o700)
-    ns = pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER)
-    sandbox_cfg = pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(
-            name=f"demo-{run_id}", uid=uuid.uuid4().hex, namespace=DEMO_NAMESPACE
-        ),
-        log_directory=str(logs),
-        linux=pb.LinuxPodSandboxConfig(
-            cgroup_parent=f"{CGROUP_PARENT}/pod{run_id}",
-            security_context=pb.LinuxSandboxSecurityContext(namespace_options=ns),
-        ),
-    )
-    envs = {
-        "DYN_SNAPSHOT_CONTROL_DIR": CONTROL_DIR,
-        "WORKLOAD_TOUCH_MIB": str(touch_mib),
-        "WORKLOAD_TICK_SECONDS": "0.2",
-    }
-    container_cfg = pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name="main"),
-        image=pb.ImageSpec(image=WORKLOAD_IMAGE),
-        envs=[pb.KeyValue(key=k, value=v) for k, v in envs.items()],
-        mounts=[pb.Mount(container_path=CONTROL_DIR, host_path=str(control))],
-        log_path="main.log",
-        linux=pb.LinuxContainerConfig(
-            security_context=pb.LinuxContainerSecurityContext(namespace_options=ns)
-        ),
+    sandbox_cfg = sandbox_config(f"demo-{run_id}", logs, namespace=DEMO_NAMESPACE)
+    container_cfg = workload_config(
+        control, env={"WORKLOAD_TOUCH_MIB": str(touch_mib)}, tick_seconds=0.2
     )
 
     async with CriClient(cri_socket) as cri:
