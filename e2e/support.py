@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from e2e.conftest import REPO
-
+REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 

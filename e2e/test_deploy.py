@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from e2e.conftest import REPO, Cluster
+from e2e.conftest import REPO, Cluster, Env
+from e2e.metrics import component_pods, scrape
 
 SYSTEM_NAMESPACE = "dynamo-snapshot-system"
 
@@ -48,3 +49,37 @@ def test_sample_checkpoint_shows_printer_columns(deployed: Cluster, namespace: s
     assert header[:1] == ["NAME"]
     for column in ("MODEL", "BACKEND", "PHASE", "CHECKPOINTID", "AGE"):
         assert column in header, header
+
+
+def test_every_component_is_available_with_ready_pods(deployed: Cluster) -> None:
+    """Both controller Deployments Available and the agent DaemonSet on every node, each pod's
+    containers Ready (their /readyz answered the kubelet's probe)."""
+    deployments = json.loads(
+        deployed.kubectl("get", "deploy", "-n", SYSTEM_NAMESPACE, "-o", "json")
+    )
+    for d in deployments["items"]:
+        name = d["metadata"]["name"]
+        available = next(c for c in d["status"]["conditions"] if c["type"] == "Available")
+        assert available["status"] == "True", (name, available)
+        assert d["status"].get("readyReplicas") == d["spec"]["replicas"], (name, d["status"])
+    ds = json.loads(
+        deployed.kubectl("get", "ds", "dynamo-snapshot-agent", "-n", SYSTEM_NAMESPACE, "-o", "json")
+    )
+    nodes = json.loads(deployed.kubectl("get", "nodes", "-o", "json"))["items"]
+    assert ds["status"]["desiredNumberScheduled"] == len(nodes) > 0, ds["status"]
+    assert ds["status"]["numberReady"] == ds["status"]["numberAvailable"] == len(nodes)
+    pods = json.loads(deployed.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "json"))
+    assert len(pods["items"]) == 2 + len(nodes), [p["metadata"]["name"] for p in pods["items"]]
+    for p in pods["items"]:
+        ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", (p["metadata"]["name"], p["status"])
+        assert all(s["ready"] for s in p["status"]["containerStatuses"]), p["status"]
+
+
+def test_components_serve_metrics_on_their_bind_address(env: Env) -> None:
+    """Each component's /metrics answers (through the apiserver's pod proxy, as any client of the
+    cluster can reach it) with controller-runtime's series."""
+    for pod in component_pods(env.cluster):
+        text = scrape(env.cluster, pod)
+        assert "controller_runtime_reconcile_total" in text, (pod["metadata"]["name"], text[:500])
+        assert "workqueue_depth" in text

@@ -1,0 +1,48 @@
+"""Reading the components' /metrics as any client of the cluster can: through the apiserver's pod
+proxy (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/metrics`), on the port the pod names
+`metrics`. On the local cluster the pods use the host network, so the apiserver dials the node's
+loopback address: nothing leaves the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.conftest import Cluster
+from e2e.deploy import SYSTEM_NAMESPACE
+
+Obj = dict[str, Any]
+
+
+def component_pods(cluster: Cluster, name: str | None = None) -> list[Obj]:
+    selector = "app.kubernetes.io/part-of=dynamo-snapshot"
+    if name:
+        selector = f"app.kubernetes.io/name={name}"
+    out = cluster.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-l", selector, "-o", "json")
+    return list(json.loads(out)["items"])
+
+
+def scrape(cluster: Cluster, pod: Obj) -> str:
+    port = next(
+        p["containerPort"]
+        for p in pod["spec"]["containers"][0]["ports"]
+        if p.get("name") == "metrics"
+    )
+    name = pod["metadata"]["name"]
+    return cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/pods/{name}:{port}/proxy/metrics"
+    )
+
+
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample called ``name`` whose labels include ``labels`` (0 if none)."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            wanted = s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            if wanted and not math.isnan(s.value):
+                total += s.value
+    return total
