@@ -10,6 +10,7 @@ on the local cluster, whose node is this machine, or through E2E_NODE_EXEC (`doc
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e import deploy
+from e2e import deploy, flow
 
 REPO = Path(__file__).resolve().parent.parent
+# A small workload captures in seconds; the rest is the Job starting and ending (about 10 s here).
+CAPTURE_TIMEOUT = 180.0
 
 
 class Cluster:
@@ -61,6 +64,9 @@ class NodeShell:
 
     def exists(self, path: str) -> bool:
         return self.run("test", "-e", path, check=False).returncode == 0
+
+    def is_file(self, path: str) -> bool:
+        return self.run("test", "-f", path, check=False).returncode == 0
 
     def read(self, path: str) -> bytes:
         return self.run("cat", path).stdout
@@ -129,3 +135,54 @@ def namespace(deployed: Cluster) -> Iterator[str]:
         yield name
     finally:
         deployed.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One checkpoint taken through the whole flow at the start of the session (the happy path),
+    with what was seen on the way; several tests read it."""
+
+    namespace: str
+    name: str
+    watch: flow.Watch
+    checkpoint_id: str
+    node: NodeShell
+    artifact: str  # the artifact directory on the node
+    job_name: str
+
+
+def capture(e2e: Env, namespace: str, name: str, **kwargs: object) -> Captured:
+    env = e2e
+    kubectl = deploy.Kubectl(env.cluster.kubeconfig)
+    manifest = flow.checkpoint_manifest(name, **kwargs)  # type: ignore[arg-type]
+    env.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    print(f"\n    waiting for DynamoCheckpoint {namespace}/{name} to become Ready")
+    watch = flow.wait_terminal(kubectl, namespace, name, CAPTURE_TIMEOUT)
+    assert watch.phase == "Ready", (
+        f"{namespace}/{name} {watch.phase}: {flow.failed_summary(watch.checkpoint)}"
+    )
+    status = watch.status
+    podsnap = flow.get(kubectl, "podsnap", status["podSnapshotName"], namespace)
+    assert podsnap is not None
+    content = flow.get(kubectl, "podsnapcontent", podsnap["status"]["boundSnapshotContentName"])
+    assert content is not None
+    version = manifest["metadata"]["annotations"][flow.ARTIFACT_VERSION]
+    return Captured(
+        namespace=namespace,
+        name=name,
+        watch=watch,
+        checkpoint_id=status["checkpointID"],
+        node=env.node(content["spec"]["source"]["nodeName"]),
+        artifact=f"{env.storage_root}/{status['checkpointID']}/versions/{version}",
+        job_name=status["jobName"],
+    )
+
+
+@pytest.fixture(scope="session")
+def captured(env: Env) -> Iterator[Captured]:
+    ns = f"e2e-capture-{uuid.uuid4().hex[:6]}"
+    env.cluster.kubectl("create", "namespace", ns)
+    try:
+        yield capture(env, ns, "happy", env={"WORKLOAD_TOUCH_MIB": "16"})  # 16 MiB of state
+    finally:
+        env.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
