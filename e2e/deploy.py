@@ -75,6 +75,9 @@ class Kubectl:
             raise DeployError(f"kubectl {' '.join(args[:3])} ... failed: {proc.stderr.strip()}")
         return proc.stdout
 
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self(*args, input=input, check=check)
+
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "-o", "json"))
 

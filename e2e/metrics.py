@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.conftest import Cluster
 from e2e.deploy import SYSTEM_NAMESPACE
 
 Obj = dict[str, Any]
 
 
-def component_pods(cluster: Cluster, name: str | None = None) -> list[Obj]:
+class KubectlLike(Protocol):
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str: ...
+
+
+def component_pods(cluster: KubectlLike, name: str | None = None) -> list[Obj]:
     selector = "app.kubernetes.io/part-of=dynamo-snapshot"
     if name:
         selector = f"app.kubernetes.io/name={name}"
@@ -25,7 +28,7 @@ def component_pods(cluster: Cluster, name: str | None = None) -> list[Obj]:
     return list(json.loads(out)["items"])
 
 
-def scrape(cluster: Cluster, pod: Obj) -> str:
+def scrape(cluster: KubectlLike, pod: Obj) -> str:
     port = next(
         p["containerPort"]
         for p in pod["spec"]["containers"][0]["ports"]
