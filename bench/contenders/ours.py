@@ -18,6 +18,7 @@ from bench import kube
 from bench.contenders.common import Recorder, parser
 from dynamo_snapshot.runtime.cache import InformerCache
 from dynamo_snapshot.runtime.controller import Controller
+from dynamo_snapshot.runtime.errors import NotFound
 from dynamo_snapshot.runtime.handler import EnqueueRequestForObject
 from dynamo_snapshot.runtime.metrics import Metrics
 from dynamo_snapshot.runtime.reconcile import Request, Result
@@ -29,9 +30,11 @@ async def run(kubeconfig: Path, namespace: str, workers: int, rec: Recorder) -> 
         informer = cache.informer_for(kube.BENCHOBJECTS, namespace)
 
         async def reconcile(req: Request) -> Result | None:
-            obj = cache.get(kube.BENCHOBJECTS, req.name, req.namespace)
-            if obj is not None:
-                rec.record(req.key, obj)
+            try:
+                obj = cache.get_nowait(kube.BENCHOBJECTS, req.name, req.namespace)
+            except NotFound:
+                return None
+            rec.record(req.key, obj)
             return None
 
         ctrl = Controller(

@@ -27,6 +27,7 @@ from dynamo_snapshot.api.dynamocheckpoint import (
     DynamoCheckpointJob,
     DynamoCheckpointSpec,
     DynamoCheckpointStatus,
+    SharedMemory,
 )
 from dynamo_snapshot.api.meta import ObjectMeta, OwnerReference
 from dynamo_snapshot.api.podsnapshot import (
@@ -61,6 +62,7 @@ __all__ = [
     "PodSnapshotContentStatus",
     "PodSnapshotSpec",
     "PodSnapshotStatus",
+    "SharedMemory",
     "SnapshotReference",
     "content_name_for",
     "find_condition",

@@ -64,7 +64,9 @@ LEASE_HOLDER_PREFIX: Final = "snapshot-agent/"
 
 CONTROL_VOLUME_NAME: Final = "snapshot-control"
 CONTROL_MOUNT_PATH: Final = "/snapshot-control"
-CONTROL_DIR_ENV: Final = "DYN_SNAPSHOT_CONTROL_DIR"
+CONTROL_DIR_ENV: Final = "SNAPSHOT_CONTROL_DIR"
+# The name upstream's workloads read; both are set, a value the user wrote wins.
+LEGACY_CONTROL_DIR_ENV: Final = "DYN_SNAPSHOT_CONTROL_DIR"
 READY_FOR_SNAPSHOT_FILE: Final = "ready-for-snapshot"
 SNAPSHOT_COMPLETE_FILE: Final = "snapshot-complete"
 
@@ -97,6 +99,10 @@ BACKEND_FRAMEWORKS: Final = (BACKEND_VLLM, BACKEND_SGLANG, BACKEND_TRTLLM)
 DEFAULT_TARGET_CONTAINER_NAME: Final = "main"
 DEFAULT_ACTIVE_DEADLINE_SECONDS: Final = 3600
 DEFAULT_PARALLEL_SIZE: Final = 1
+# Upstream's default /dev/shm for every Dynamo component.
+DEFAULT_SHARED_MEMORY_SIZE: Final = "8Gi"
+SHARED_MEMORY_VOLUME_NAME: Final = "shared-memory"
+SHARED_MEMORY_MOUNT_PATH: Final = "/dev/shm"
 
 # --- Condition reasons -----------------------------------------------------------------------
 
@@ -134,3 +140,36 @@ AGENT_FAILURE_REASONS: Final = (
 REASON_CONTENT_CONFLICT: Final = "ContentConflict"
 REASON_PENDING: Final = "Pending"
 MESSAGE_WAITING_FOR_AGENT: Final = "Waiting for node agent to capture the checkpoint"
+
+# Written by the checkpoint controller on DynamoCheckpoint conditions (JobCreated,
+# JobCompleted) and as Event reasons (SPEC §4.1). A Failed phase always carries one of the
+# failure reasons on a condition and the cause, naming the object, in `status.message`.
+REASON_JOB_CREATED: Final = "JobCreated"
+REASON_JOB_RUNNING: Final = "JobRunning"
+REASON_JOB_COMPLETE: Final = "JobComplete"
+REASON_JOB_FAILED: Final = "JobFailed"
+REASON_JOB_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+REASON_JOB_DELETED: Final = "JobDeleted"
+REASON_JOB_CONFLICT: Final = "JobConflict"
+REASON_INVALID_POD_TEMPLATE: Final = "InvalidPodTemplate"
+REASON_DUPLICATE_CHECKPOINT_ID: Final = "DuplicateCheckpointID"
+REASON_POD_SNAPSHOT_CREATED: Final = "PodSnapshotCreated"
+REASON_POD_SNAPSHOT_FAILED: Final = "PodSnapshotFailed"
+REASON_POD_SNAPSHOT_CONFLICT: Final = "PodSnapshotConflict"
+REASON_CHECKPOINT_READY: Final = "CheckpointReady"
+REASON_ARTIFACT_VERSION_CHANGED: Final = "ArtifactVersionChanged"
+REASON_DEPRECATED_FIELD_IGNORED: Final = "DeprecatedFieldIgnored"
+REASON_JOB_DELETED_AFTER_TERMINAL: Final = "JobCleanedUp"
+
+# Event reasons of the PodSnapshot controller.
+REASON_CONTENT_CREATED: Final = "ContentCreated"
+REASON_CONTENT_BOUND: Final = "ContentBound"
+REASON_CONTENT_DELETED: Final = "ContentDeleted"
+REASON_SOURCE_POD_NOT_SCHEDULED: Final = "SourcePodNotScheduled"
+REASON_ORPHAN_CONTENT_DELETED: Final = "OrphanContentDeleted"
+
+# The Job controller's condition types and the reason it gives a deadline failure.
+JOB_CONDITION_COMPLETE: Final = "Complete"
+JOB_CONDITION_FAILED: Final = "Failed"
+JOB_CONDITION_FAILURE_TARGET: Final = "FailureTarget"
+JOB_REASON_DEADLINE_EXCEEDED: Final = "DeadlineExceeded"

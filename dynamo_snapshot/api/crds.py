@@ -274,7 +274,33 @@ def dynamo_checkpoint_crd() -> Schema:
                 bits=64,
                 default=c.DEFAULT_ACTIVE_DEADLINE_SECONDS,
             ),
-            "sharedMemory": s.quantity("Size of the /dev/shm tmpfs of the checkpoint pod."),
+            "sharedMemory": s.obj(
+                "The tmpfs mounted at /dev/shm in the checkpoint pod (upstream's shape). "
+                f"When omitted, a {c.DEFAULT_SHARED_MEMORY_SIZE} tmpfs, as Dynamo components get.",
+                {
+                    "disabled": s.boolean(
+                        "When true, no shared-memory volume is mounted and size is ignored."
+                    ),
+                    "size": s.quantity("Size limit of the tmpfs; required unless disabled."),
+                },
+                validations=[
+                    s.rule(
+                        "(has(self.disabled) && self.disabled) || has(self.size)",
+                        "sharedMemory.size is required unless sharedMemory.disabled is true",
+                    )
+                ],
+            ),
+            "backoffLimit": s.integer(
+                "Deprecated: accepted for upstream compatibility and ignored. Checkpoint Jobs "
+                "never retry (backoffLimit 0); a Warning Event says so when set.",
+                minimum=0,
+            ),
+            "ttlSecondsAfterFinished": s.integer(
+                "Deprecated: accepted for upstream compatibility and ignored. The controller "
+                "deletes the Job once the checkpoint is Ready or Failed; a Warning Event says so "
+                "when set.",
+                minimum=0,
+            ),
         },
         required=["podTemplateSpec"],
     )
@@ -293,6 +319,12 @@ def dynamo_checkpoint_crd() -> Schema:
             "createdAt": s.string("When the checkpoint became Ready.", fmt="date-time"),
             "message": s.string("Human-readable detail of the phase.", max_length=32768),
             "conditions": s.conditions("JobCreated and JobCompleted."),
+            "artifactVersion": s.string(
+                "The artifact version this status describes; bumping the "
+                f"{c.ANNOTATION_ARTIFACT_VERSION} annotation on a terminal checkpoint starts a "
+                "new capture.",
+                max_length=63,
+            ),
         },
     )
     return _crd(

@@ -60,6 +60,38 @@ class DynamoCheckpointIdentity:
         return out
 
 
+def _quantity(data: Mapping[str, Any], key: str, path: str) -> str | int | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+        raise wire.ApiDecodeError(f"{path}.{key}: expected a quantity")
+    return value
+
+
+@attrs.frozen
+class SharedMemory:
+    """`/dev/shm` of the checkpoint pod, in upstream's shape `{disabled, size}`.
+
+    Absent means an 8Gi tmpfs (upstream's default for every Dynamo component). When present and
+    not disabled, `size` is required (a CEL rule on the CRD, as upstream's webhook insists).
+    """
+
+    disabled: bool | None = None
+    # A resource.Quantity: "8Gi" or a plain integer number of bytes.
+    size: str | int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: str) -> SharedMemory:
+        return cls(
+            disabled=wire.opt_bool(data, "disabled", path), size=_quantity(data, "size", path)
+        )
+
+    def to_dict(self) -> JSON:
+        out: JSON = {}
+        wire.put(out, "disabled", self.disabled)
+        wire.put(out, "size", self.size)
+        return out
+
+
 @attrs.frozen
 class DynamoCheckpointJob:
     # A core/v1 PodTemplateSpec, kept as JSON: this package does not model Kubernetes core
@@ -67,26 +99,39 @@ class DynamoCheckpointJob:
     pod_template_spec: Mapping[str, Any]
     target_container_name: str | None = None
     active_deadline_seconds: int | None = None
-    # A resource.Quantity: "8Gi" or a plain integer number of bytes.
-    shared_memory: str | int | None = None
+    shared_memory: SharedMemory | None = None
+    # Upstream's deprecated Job knobs: accepted so its YAML applies unchanged, never used (the
+    # Job always gets backoffLimit 0 and is deleted by the controller after a terminal phase).
+    backoff_limit: int | None = None
+    ttl_seconds_after_finished: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str) -> DynamoCheckpointJob:
         shm = data.get("sharedMemory")
-        if shm is not None and (not isinstance(shm, str | int) or isinstance(shm, bool)):
-            raise wire.ApiDecodeError(f"{path}.sharedMemory: expected a quantity")
+        if shm is not None and not isinstance(shm, dict):
+            raise wire.ApiDecodeError(
+                f"{path}.sharedMemory: expected an object {{disabled, size}}, "
+                f"got {type(shm).__name__}"
+            )
         return cls(
             pod_template_spec=wire.obj(data, "podTemplateSpec", path, required=True),
             target_container_name=wire.opt_str(data, "targetContainerName", path),
             active_deadline_seconds=wire.opt_int(data, "activeDeadlineSeconds", path),
-            shared_memory=shm,
+            shared_memory=(
+                None if shm is None else SharedMemory.from_dict(shm, f"{path}.sharedMemory")
+            ),
+            backoff_limit=wire.opt_int(data, "backoffLimit", path),
+            ttl_seconds_after_finished=wire.opt_int(data, "ttlSecondsAfterFinished", path),
         )
 
     def to_dict(self) -> JSON:
         out: JSON = {"podTemplateSpec": dict(self.pod_template_spec)}
         wire.put(out, "targetContainerName", self.target_container_name)
         wire.put(out, "activeDeadlineSeconds", self.active_deadline_seconds)
-        wire.put(out, "sharedMemory", self.shared_memory)
+        if self.shared_memory is not None:
+            out["sharedMemory"] = self.shared_memory.to_dict()
+        wire.put(out, "backoffLimit", self.backoff_limit)
+        wire.put(out, "ttlSecondsAfterFinished", self.ttl_seconds_after_finished)
         return out
 
     @property
@@ -98,6 +143,27 @@ class DynamoCheckpointJob:
         if self.active_deadline_seconds is None:
             return c.DEFAULT_ACTIVE_DEADLINE_SECONDS
         return self.active_deadline_seconds
+
+    @property
+    def shared_memory_size(self) -> str | int | None:
+        """The `/dev/shm` size to mount, or None when the user disabled it."""
+        shm = self.shared_memory
+        if shm is None:
+            return c.DEFAULT_SHARED_MEMORY_SIZE
+        if shm.disabled:
+            return None
+        # The CRD requires size here; an object that bypassed validation gets the default.
+        return shm.size if shm.size not in (None, "", 0) else c.DEFAULT_SHARED_MEMORY_SIZE
+
+    @property
+    def deprecated_fields_set(self) -> tuple[str, ...]:
+        """Names of upstream's deprecated fields this object sets (each is ignored)."""
+        out = []
+        if self.backoff_limit is not None:
+            out.append("backoffLimit")
+        if self.ttl_seconds_after_finished is not None:
+            out.append("ttlSecondsAfterFinished")
+        return tuple(out)
 
 
 @attrs.frozen
@@ -129,6 +195,9 @@ class DynamoCheckpointStatus:
     created_at: dt.datetime | None = None
     message: str | None = None
     conditions: tuple[Condition, ...] = ()
+    # The artifact version this status describes: a different annotation on a terminal
+    # checkpoint means the user asked for a new capture (SPEC §4.1 step 5).
+    artifact_version: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "status") -> DynamoCheckpointStatus:
@@ -140,6 +209,7 @@ class DynamoCheckpointStatus:
             created_at=wire.opt_time(data, "createdAt", path),
             message=wire.opt_str(data, "message", path),
             conditions=conditions_from(data, path),
+            artifact_version=wire.opt_str(data, "artifactVersion", path),
         )
 
     def to_dict(self) -> JSON:
@@ -152,6 +222,7 @@ class DynamoCheckpointStatus:
             out["createdAt"] = wire.format_time(self.created_at)
         wire.put(out, "message", self.message)
         wire.put(out, "conditions", wire.dicts(self.conditions))
+        wire.put(out, "artifactVersion", self.artifact_version)
         return out
 
 

@@ -91,6 +91,10 @@ def integer(
     return _common(out, description, default)
 
 
+def boolean(description: str, *, default: bool | None = None) -> Schema:
+    return _common({"type": "boolean"}, description, default)
+
+
 def quantity(description: str) -> Schema:
     """A resource.Quantity (`8Gi` or a number of bytes)."""
     out: Schema = {

@@ -42,11 +42,15 @@ from .handler import (
     Handler,
     MapFunc,
 )
+from .informer import DeletedFinalStateUnknown, object_of
 from .manager import Manager
+from .objects import Obj, meta
 from .predicate import Predicate
 from .ratelimiter import RateLimiter
-from .reconcile import ReconcileFunc, Reconciler
+from .reader import View
+from .reconcile import ReconcileFunc, Reconciler, Request
 from .resource import Resource
+from .tasks import BackgroundTasks, Channel
 
 __all__ = ["ControllerBuilder"]
 
@@ -73,6 +77,8 @@ class ControllerBuilder:
         self._workers = 1
         self._rate_limiter: RateLimiter | None = None
         self._need_leader_election = True
+        self._channels: list[Channel] = []
+        self._tasks: list[BackgroundTasks] = []
 
     def named(self, name: str) -> Self:
         """The controller's name in logs, metrics and spans (default: the For kind, lowercase)."""
@@ -161,6 +167,17 @@ class ControllerBuilder:
         self._watch(resource, handler, predicates, namespace, label_selector, field_selector)
         return self
 
+    def watches_channel(self, channel: Channel) -> Self:
+        """Requests sent on ``channel`` are enqueued (controller-runtime's channel source)."""
+        self._channels.append(channel)
+        return self
+
+    def with_background_tasks(self, tasks: BackgroundTasks) -> Self:
+        """Run ``tasks`` with the manager; a finished task re-enqueues its key, and deleting a
+        For object cancels its task (after the tasks' grace period)."""
+        self._tasks.append(tasks)
+        return self
+
     def with_event_filter(self, *predicates: Predicate) -> Self:
         """Predicates every watch of this controller applies (after its own)."""
         self._filters.extend(predicates)
@@ -201,10 +218,45 @@ class ControllerBuilder:
             need_leader_election=self._need_leader_election,
             cache_sync_timeout=mgr.options.cache_sync_timeout,
         )
+        first = self._watches[0]
+        controller.for_view = View(first.namespace, first.label_selector, first.field_selector)
         for w in self._watches:
             informer = mgr.cache.informer_for(
                 w.resource, w.namespace, w.label_selector, w.field_selector
             )
             controller.watch(informer, w.handler, (*w.predicates, *self._filters))
+        for channel in self._channels:
+            channel.subscribe(controller.queue.add)
+        for tasks in self._tasks:
+            tasks.channel.subscribe(controller.queue.add)
+            for_watch = self._watches[0]
+            informer = mgr.cache.informer_for(
+                for_watch.resource,
+                for_watch.namespace,
+                for_watch.label_selector,
+                for_watch.field_selector,
+            )
+            informer.add_event_handler(_CancelOnDelete(tasks))
+            if tasks not in mgr.runnables:
+                mgr.add(tasks)
         mgr.add(controller)
         return controller
+
+
+@attrs.frozen
+class _CancelOnDelete:
+    """Cancels a key's background task when its For object is deleted."""
+
+    tasks: BackgroundTasks
+
+    def on_add(self, obj: Obj) -> None:
+        pass
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        pass
+
+    def on_delete(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        real = object_of(obj)
+        m = meta(real)
+        if m.get("name"):
+            self.tasks.cancel(Request(str(m.get("namespace") or ""), str(m["name"])))

@@ -1,21 +1,30 @@
 """Cache: the process-wide set of shared informers, and reads served from them.
 
 An :class:`InformerCache` hands out one :class:`~dynamo_snapshot.runtime.informer.SharedInformer`
-per (resource, namespace, label selector, field selector): every controller in the process that
-asks for the same view shares one watch and one store. It runs them all (``run``), tells when all
-have synced (``wait_for_sync``, which names the resources still missing: almost always an RBAC
-rule that forbids listing or watching them), and answers reads from memory (``get``, ``list``),
-the way controller-runtime's cache-backed client does.
+per view, i.e. per (resource, namespace, label selector, field selector): every controller in the
+process that asks for the same view shares one watch and one store. It runs them all (``run``),
+tells when all have synced (``wait_for_sync``, which names the resources still missing: almost
+always an RBAC rule that forbids listing or watching them), and answers reads from memory with the
+:mod:`~dynamo_snapshot.runtime.reader` contract (``get`` raises ``NotFound``; ``list`` takes
+``labels``, ``fields`` and ``index``), the way controller-runtime's cache-backed client does.
 
-Reads choose the informer that covers the request: the one for exactly that namespace, else the
-all-namespaces one; an unfiltered informer is preferred over a label-filtered one. A read for a
-resource no informer covers raises :class:`NoInformer`: call ``informer_for`` while wiring.
+**Which view answers a read.** A read never answers from a view that cannot hold the object:
+
+* ``get`` uses an unfiltered view that covers the namespace (the one for exactly that namespace,
+  else the all-namespaces one). A label- or field-filtered view cannot prove that an object is
+  absent, so it answers only when the read names it (``view=View(...)``).
+* ``list`` uses an unfiltered covering view, else a filtered one whose selectors are exactly the
+  read's, else the named view. The namespace, selectors and index are then applied in memory.
+* No such view: :class:`NoInformer` (the manager's client then reads live).
+
+**Indexes** (``add_index(resource, name, fn)``) belong to the resource, not to a view: every view
+of the resource, existing or created later, maintains them. Two controllers may register the same
+name with the same function; a different function under a taken name is an error.
 """
 
 from __future__ import annotations
 
 import builtins
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,11 +32,22 @@ import anyio
 import attrs
 
 from .client import Client
+from .errors import NotFound
 from .informer import SharedInformer, Transform, drop_managed_fields
+from .reader import IndexQuery, View, require_namespace
 from .resource import Resource
-from .store import NAMESPACE_INDEX, Obj, Representation
+from .selectors import field_selector_matcher, label_selector_matcher
+from .store import NAMESPACE_INDEX, IndexFunc, Obj, Representation
 
-__all__ = ["CacheSyncTimeout", "InformerCache", "NoInformer", "label_selector_matcher"]
+__all__ = [
+    "CacheSyncTimeout",
+    "InformerCache",
+    "NoInformer",
+    "View",
+    "label_selector_matcher",
+]
+
+OnSkip = Callable[[str, BaseException], None]
 
 
 class CacheSyncTimeout(Exception):
@@ -43,7 +63,7 @@ class CacheSyncTimeout(Exception):
 
 
 class NoInformer(LookupError):
-    """A cached read for a resource/namespace no informer covers."""
+    """A cached read that no informer's view can answer."""
 
 
 @attrs.frozen
@@ -66,6 +86,7 @@ class InformerCache:
         resync_period: float | None = None,
         representation: Representation = "bytes",
         informer_factory: Callable[..., SharedInformer] = SharedInformer,
+        on_skip: OnSkip | None = None,
     ) -> None:
         self.client = client
         self._default_transform = default_transform
@@ -76,6 +97,8 @@ class InformerCache:
         self._informers: dict[_InformerKey, SharedInformer] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._started: set[_InformerKey] = set()
+        self._indexers: dict[Resource, dict[str, IndexFunc]] = {}
+        self._on_skip = on_skip
 
     def informer_for(
         self,
@@ -103,6 +126,8 @@ class InformerCache:
                 resync_period=self._resync_period,
                 transform=self._transforms.get(resource, self._default_transform),
                 representation=self._representation,
+                indexers=dict(self._indexers.get(resource, {})),
+                **({"on_skip": self._on_skip} if self._on_skip is not None else {}),
             )
             self._informers[key] = informer
             if self._tg is not None:
@@ -149,106 +174,166 @@ class InformerCache:
         if pending_names:
             raise CacheSyncTimeout(pending_names, timeout)
 
-    # -- cached reads -----------------------------------------------------------------------
+    # -- indexes ---------------------------------------------------------------------------
 
-    def _covering(self, resource: Resource, namespace: str | None) -> SharedInformer:
+    def add_index(self, resource: Resource, name: str, fn: IndexFunc) -> None:
+        """Maintain index ``name`` (``fn(obj)`` → the values ``obj`` is found under) in every view
+        of ``resource``; read it with ``list(resource, index=(name, value))``. Register while
+        wiring. The same (name, function) twice is allowed; another function under a taken name
+        raises ``ValueError``."""
+        if name == NAMESPACE_INDEX:
+            raise ValueError(f"index name {name!r} is reserved")
+        registered = self._indexers.setdefault(resource, {})
+        known = registered.get(name)
+        if known is not None:
+            if known is not fn:
+                raise ValueError(f"index {name!r} of {resource} exists with another function")
+            return
+        registered[name] = fn
+        for key, informer in self._informers.items():
+            if key.resource == resource:
+                informer.add_indexer(name, fn)
+
+    def index_function(self, resource: Resource, name: str) -> IndexFunc:
+        """The function registered as index ``name`` of ``resource`` (``KeyError`` if none)."""
+        try:
+            return self._indexers[resource][name]
+        except KeyError:
+            raise KeyError(f"no index {name!r} registered for {resource}") from None
+
+    # -- cached reads (the reader contract; see the module docstring) -----------------------
+
+    def _named(self, resource: Resource, view: View) -> SharedInformer:
+        key = _InformerKey(
+            resource,
+            view.namespace if resource.namespaced else None,
+            view.labels or None,
+            view.fields or None,
+        )
+        informer = self._informers.get(key)
+        if informer is None:
+            raise NoInformer(f"no informer for {resource} with view {view}")
+        return informer
+
+    def _covering(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> SharedInformer | None:
+        """An informer able to answer for ``namespace`` (None: all) and these selectors."""
         ns = namespace if resource.namespaced else None
-        candidates = [
-            (k, i)
-            for k, i in self._informers.items()
-            if k.resource == resource and (k.namespace is None or k.namespace == ns)
-        ]
-        if not candidates:
-            where = f" in namespace {ns}" if ns else ""
-            raise NoInformer(
-                f"no informer caches {resource}{where}; request one with informer_for() first"
+        best: tuple[int, SharedInformer] | None = None
+        for k, informer in self._informers.items():
+            if k.resource != resource:
+                continue
+            if k.namespace is not None and k.namespace != ns:
+                continue  # a one-namespace view cannot answer for another or for all
+            unfiltered = k.label_selector is None and k.field_selector is None
+            exact = k.label_selector == (labels or None) and k.field_selector == (fields or None)
+            if not (unfiltered or exact):
+                continue  # it may lack objects the read asks for
+            rank = (0 if k.namespace == ns else 2) + (0 if unfiltered else 1)
+            if best is None or rank < best[0]:
+                best = (rank, informer)
+        return None if best is None else best[1]
+
+    def covers(self, resource: Resource, namespace: str | None = None) -> bool:
+        """Whether some view can answer a ``get`` of ``resource`` in ``namespace``."""
+        return self._covering(resource, namespace) is not None
+
+    def get_nowait(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        view: View | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`get` for synchronous code (handlers, map functions)."""
+        ns = require_namespace(resource, name, namespace)
+        if view is not None:
+            informer = self._named(resource, view)
+        else:
+            found = self._covering(resource, ns)
+            if found is None:
+                where = f" in namespace {ns}" if ns else ""
+                raise NoInformer(
+                    f"no unfiltered informer caches {resource}{where}; request one with "
+                    "informer_for() while wiring, or name a view"
+                )
+            informer = found
+        obj = informer.store.get_by_name(name, ns)
+        if obj is None:
+            raise NotFound(
+                404,
+                "NotFound",
+                f'{resource} "{name}" not found (cache)',
+                {"name": name, "kind": resource.plural},
             )
+        return obj  # type: ignore[return-value]
 
-        def rank(item: tuple[_InformerKey, SharedInformer]) -> tuple[int, int]:
-            k, _ = item
-            return (
-                0 if k.namespace == ns else 1,
-                0 if k.label_selector is None and k.field_selector is None else 1,
-            )
+    async def get(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        view: View | None = None,
+    ) -> dict[str, Any]:
+        """The cached object (a fresh dict), or ``NotFound``. See the module docstring."""
+        return self.get_nowait(resource, name, namespace, view=view)
 
-        return min(candidates, key=rank)[1]
-
-    def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj | None:
-        """The cached object, or None. Treat it as read-only."""
-        informer = self._covering(resource, namespace)
-        ns = namespace if resource.namespaced else None
-        return informer.store.get_by_name(name, ns)
-
-    def list(
+    def list_nowait(
         self,
         resource: Resource,
         namespace: str | None = None,
-        label_selector: str | None = None,
-    ) -> builtins.list[Obj]:
-        """Cached objects of ``resource`` (in ``namespace``, matching ``label_selector``)."""
-        informer = self._covering(resource, namespace)
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+        index: IndexQuery | None = None,
+        view: View | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """:meth:`list` for synchronous code (handlers, map functions)."""
+        ns = namespace if resource.namespaced else None
+        if view is not None:
+            informer = self._named(resource, view)
+        else:
+            found = self._covering(resource, ns, labels, fields)
+            if found is None:
+                where = f" in namespace {ns}" if ns else ""
+                raise NoInformer(f"no informer can list {resource}{where} with these selectors")
+            informer = found
         store = informer.store
-        if resource.namespaced and namespace and informer.namespace is None:
-            objs = store.by_index(NAMESPACE_INDEX, namespace)
+        objs: builtins.list[Obj]
+        if index is not None:
+            objs = store.by_index(index[0], index[1])
+            if ns and informer.namespace is None:
+                objs = [o for o in objs if (o.get("metadata") or {}).get("namespace") == ns]
+        elif ns and informer.namespace is None:
+            objs = store.by_index(NAMESPACE_INDEX, ns)
         else:
             objs = store.list()
-        if label_selector:
-            match = label_selector_matcher(label_selector)
+        if labels and labels != informer.label_selector:
+            match = label_selector_matcher(labels)
             objs = [o for o in objs if match((o.get("metadata") or {}).get("labels") or {})]
-        return objs
+        if fields and fields != informer.field_selector:
+            fmatch = field_selector_matcher(fields)
+            objs = [o for o in objs if fmatch(o)]
+        return objs  # type: ignore[return-value]
 
-
-# -- label selectors ------------------------------------------------------------------------
-
-_SET_RE = re.compile(r"^\s*(!)?\s*([^\s!=,()]+)\s*(?:(in|notin)\s*\(([^)]*)\))?\s*$")
-_EQ_RE = re.compile(r"^\s*([^\s!=,()]+)\s*(==|=|!=)\s*([^\s!=,()]*)\s*$")
-
-
-def _split_requirements(selector: str) -> list[str]:
-    parts: list[str] = []
-    cur: list[str] = []
-    depth = 0
-    for ch in selector:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p for p in parts if p.strip()]
-
-
-Labels = Mapping[str, Any]
-Check = Callable[[Labels], bool]
-
-
-def _requirement(req: str, selector: str) -> Check:
-    eq = _EQ_RE.match(req)
-    if eq:
-        key, op, value = eq.groups()
-        if op == "!=":
-            return lambda labels: labels.get(key) != value
-        return lambda labels: labels.get(key) == value
-    st = _SET_RE.match(req)
-    if not st:
-        raise ValueError(f"invalid label selector requirement {req!r} in {selector!r}")
-    neg, key, op, values = st.groups()
-    if op:
-        vals = frozenset(x.strip() for x in values.split(",") if x.strip())
-        if op == "in":
-            return lambda labels: labels.get(key) in vals
-        return lambda labels: labels.get(key) not in vals
-    if neg:
-        return lambda labels: key not in labels
-    return lambda labels: key in labels
-
-
-def label_selector_matcher(selector: str) -> Check:
-    """Compile a label selector string (``a=b,c!=d,e in (x,y),!f,g``) into a predicate on a
-    labels mapping, with the API server's semantics."""
-    checks = [_requirement(req, selector) for req in _split_requirements(selector)]
-    return lambda labels: all(c(labels) for c in checks)
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+        index: IndexQuery | None = None,
+        view: View | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Cached objects (fresh dicts) matching the query. See the module docstring."""
+        return self.list_nowait(
+            resource, namespace, labels=labels, fields=fields, index=index, view=view
+        )

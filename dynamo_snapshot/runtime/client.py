@@ -22,7 +22,7 @@ compacted resourceVersion).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,6 +40,7 @@ OnRequest = Callable[[str, str, str], None]
 
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
 
 
 class RawList(msgspec.Struct):
@@ -290,6 +291,26 @@ class Client:
             params=self._write_params(),
             body=patch,
             content_type=_MERGE_PATCH,
+        )
+        return result
+
+    async def patch_json(
+        self,
+        resource: Resource,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """JSON patch (RFC 6902). A failing ``test`` operation makes the server reject the whole
+        patch (422 ``Invalid``), which is how a patch is made conditional on what it read."""
+        result: dict[str, Any] = await self._request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            params=self._write_params(),
+            body=operations,
+            content_type=_JSON_PATCH,
         )
         return result
 

@@ -43,6 +43,7 @@ from .informer import EventHandler
 from .metrics import ControllerMetrics, Metrics
 from .predicate import Predicate
 from .ratelimiter import RateLimiter
+from .reader import View
 from .reconcile import ReconcileFunc, Reconciler, Request, Result, TerminalError
 from .tracing import SPAN_RECONCILE
 from .workqueue import QueueShutDown, WorkQueue
@@ -125,6 +126,9 @@ class Controller:
             self._metrics = metrics.controller(name, max_concurrent_reconciles)
             self.queue.metrics = metrics.workqueue(name, self.queue.in_flight_seconds)
         self._watched: list[Watchable] = []
+        self.for_view: View | None = None
+        """The view of the For resource the builder watches: name it in reads
+        (``client.get(..., view=ctl.for_view)``) when it is filtered."""
         self._stopping = False
         self._started = False
         self.active_workers = 0

@@ -14,7 +14,17 @@ class              code  typical cause
 ``Invalid``        422   the object failed validation
 ``Forbidden``      403   RBAC denies the verb
 ``Gone``           410   the requested resourceVersion has been compacted ("too old")
+``BadRequest``     400   a malformed request (bad selector, bad patch)
+``Unauthorized``   401   no or expired credentials (token rotated, certificate expired)
+``TooManyRequests``429   API Priority and Fairness or a rate limit: retry after ``retry_after``
+``InternalError``  500   the server failed (an admission webhook, etcd)
+``ServerTimeout``  500   the server gave up on the operation (reason ``ServerTimeout``)
+``ServiceUnavailable`` 503  the server is not ready
+``Timeout``        504   the request timed out in the server (reason ``Timeout``)
 =================  ====  ===============================================================
+
+``retryable(err)`` says whether trying the same request again later may succeed (429, 500, 503,
+504 and the server timeouts).
 
 Anything else is a plain :class:`ApiError`. Transport failures (connection refused, TLS, timeouts)
 are not ``ApiError``: they surface as ``OSError`` / ``aiohttp.ClientError`` / ``TimeoutError``.
@@ -30,13 +40,21 @@ import orjson
 __all__ = [
     "AlreadyExists",
     "ApiError",
+    "BadRequest",
     "Conflict",
     "Forbidden",
     "Gone",
+    "InternalError",
     "Invalid",
     "NotFound",
+    "ServerTimeout",
+    "ServiceUnavailable",
+    "Timeout",
+    "TooManyRequests",
+    "Unauthorized",
     "error_from_response",
     "error_from_status",
+    "retryable",
 ]
 
 
@@ -85,6 +103,46 @@ class Gone(ApiError):
     """410: the resourceVersion asked for is older than what the server still keeps."""
 
 
+class BadRequest(ApiError):
+    """400: the request itself is malformed."""
+
+
+class Unauthorized(ApiError):
+    """401: the credentials are missing, wrong or expired."""
+
+
+class TooManyRequests(ApiError):
+    """429: throttled; ``retry_after`` is the server's suggested wait in seconds (or None)."""
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.details.get("retryAfterSeconds")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+class InternalError(ApiError):
+    """500: the server failed to handle a valid request."""
+
+
+class ServerTimeout(ApiError):
+    """500 with reason ServerTimeout: the server could not finish the operation in time."""
+
+
+class ServiceUnavailable(ApiError):
+    """503: the server (or an aggregated API) is not available right now."""
+
+
+class Timeout(ApiError):
+    """504 with reason Timeout: the request did not complete in the server's time limit."""
+
+
+def retryable(err: BaseException) -> bool:
+    """True for server answers that say "try again later"."""
+    return isinstance(
+        err, TooManyRequests | InternalError | ServerTimeout | ServiceUnavailable | Timeout
+    )
+
+
 _BY_REASON: dict[str, type[ApiError]] = {
     "NotFound": NotFound,
     "AlreadyExists": AlreadyExists,
@@ -94,6 +152,13 @@ _BY_REASON: dict[str, type[ApiError]] = {
     "Gone": Gone,
     # A watch or list from a compacted resourceVersion answers reason "Expired" with code 410.
     "Expired": Gone,
+    "BadRequest": BadRequest,
+    "Unauthorized": Unauthorized,
+    "TooManyRequests": TooManyRequests,
+    "InternalError": InternalError,
+    "ServerTimeout": ServerTimeout,
+    "ServiceUnavailable": ServiceUnavailable,
+    "Timeout": Timeout,
 }
 
 _BY_CODE: dict[int, type[ApiError]] = {
@@ -102,6 +167,12 @@ _BY_CODE: dict[int, type[ApiError]] = {
     422: Invalid,
     403: Forbidden,
     410: Gone,
+    400: BadRequest,
+    401: Unauthorized,
+    429: TooManyRequests,
+    500: InternalError,
+    503: ServiceUnavailable,
+    504: Timeout,
 }
 
 

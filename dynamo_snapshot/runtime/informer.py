@@ -138,6 +138,7 @@ class SharedInformer:
         backoff: Backoff | None = None,
         page_size: int = 500,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
+        on_skip: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.resource = resource
         self.namespace = namespace if resource.namespaced else None
@@ -162,6 +163,8 @@ class SharedInformer:
             watch_timeout_range=watch_timeout_range,
         )
         self._handlers: list[EventHandler] = []
+        self._on_skip = on_skip
+        self.skipped = 0
         self._synced = False
         # Created lazily: an anyio.Event can only be made inside a running event loop, and
         # informers are often constructed before one starts.
@@ -194,6 +197,17 @@ class SharedInformer:
     def add_indexer(self, name: str, fn: IndexFunc) -> None:
         """Add a named index to the store (allowed before or after start)."""
         self.store.add_indexer(name, fn)
+
+    def _skip(self, key: str, err: BaseException) -> None:
+        """An object the transform or an index function rejected: leave the store as it was for
+        it, say which one, count it, and go on syncing (a relist would fail the same way)."""
+        self.skipped += 1
+        log.error("informer %s: skipping %s: %s", self.name, key, err)
+        if self._on_skip is not None:
+            try:
+                self._on_skip(self.resource.group_resource, err)
+            except Exception:
+                log.exception("informer %s: on_skip failed", self.name)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -252,11 +266,15 @@ class SharedInformer:
         return self.transform(obj) if self.transform is not None else obj
 
     def _upsert(self, obj: dict[str, Any]) -> None:
-        obj = self._transform(obj)
-        key = key_of(obj)
-        # Decode the previous state only when someone will be told about it.
-        old = self.store.get(key) if self._handlers else None
-        existed = self.store.upsert(obj)
+        key = _safe_key(obj)
+        try:
+            obj = self._transform(obj)
+            # Decode the previous state only when someone will be told about it.
+            old = self.store.get(key) if self._handlers else None
+            existed = self.store.upsert(obj)
+        except Exception as err:
+            self._skip(key, err)
+            return
         if not self._handlers:
             return
         for h in tuple(self._handlers):
@@ -266,8 +284,16 @@ class SharedInformer:
                 self._call(h.on_add, obj)
 
     def _delete(self, obj: dict[str, Any]) -> None:
-        obj = self._transform(obj)
-        self.store.delete(key_of(obj))
+        key = _safe_key(obj)
+        try:
+            obj = self._transform(obj)
+        except Exception as err:
+            self._skip(key, err)
+            return
+        if self.store.delete(key) is None:
+            # client-go's shared informer does not announce a delete for a key it never had (an
+            # object an index function rejected, or one deleted twice across a relist).
+            return
         for h in tuple(self._handlers):
             self._call(h.on_delete, obj)
 
@@ -277,21 +303,29 @@ class SharedInformer:
         store = self.store
         seen: set[str] = set()
         for item in items:
-            obj = self._transform(item)
-            key = key_of(obj)
+            key = _safe_key(item)
             seen.add(key)
-            cached_rv = store.resource_version_of(key)
+            try:
+                obj = self._transform(item)
+                cached_rv = store.resource_version_of(key)
+                if cached_rv is None:
+                    store.upsert(obj)
+                    old = None
+                elif cached_rv != _rv(obj):
+                    old = store.get(key) if self._handlers else None
+                    store.upsert(obj)
+                else:
+                    continue  # same resourceVersion: unchanged, nothing to store or announce
+            except Exception as err:
+                self._skip(key, err)
+                continue
             if cached_rv is None:
-                store.upsert(obj)
                 for h in tuple(self._handlers):
                     self._call(h.on_add, obj)
-            elif cached_rv != _rv(obj):
-                old = store.get(key) if self._handlers else None
-                store.upsert(obj)
+            else:
                 if old is not None:
                     for h in tuple(self._handlers):
                         self._call(h.on_update, old, obj)
-            # Same resourceVersion: unchanged, nothing to store or announce.
         # Deletes that happened while we were not watching: announce them as tombstones.
         for key in store.keys():  # noqa: SIM118 (a copy: we delete while iterating)
             if key not in seen:

@@ -1,9 +1,13 @@
 """Manager: runs a process's controllers and everything they share, from start to clean exit.
 
-A :class:`Manager` owns the shared pieces: the API :class:`~dynamo_snapshot.runtime.client.Client`
-(its requests counted in ``rest_client_requests_total``), the
-:class:`~dynamo_snapshot.runtime.cache.InformerCache`, the metrics registry, the tracer, the event
-broadcaster and, when enabled, the leader elector. Controllers are added to it (usually through
+A :class:`Manager` owns the shared pieces: ``client`` (a
+:class:`~dynamo_snapshot.runtime.kubeclient.KubeClient`: reads from the cache, writes to the API
+server), ``api_reader`` (live reads with the same contract), ``live`` (the raw REST
+:class:`~dynamo_snapshot.runtime.client.Client`; every request counted in
+``rest_client_requests_total``), ``cache`` (the
+:class:`~dynamo_snapshot.runtime.cache.InformerCache`; ``add_index`` registers an index), the
+``metrics`` registry (custom metrics too), the tracer, the event broadcaster and, when enabled, the
+leader elector. Controllers are added to it (usually through
 :class:`~dynamo_snapshot.runtime.builder.ControllerBuilder`) and :meth:`Manager.run` runs the lot:
 
 1. serve ``/metrics`` and ``/healthz`` + ``/readyz`` (``/readyz`` fails until the caches synced);
@@ -43,8 +47,12 @@ from .cache import CacheSyncTimeout, InformerCache
 from .client import Client
 from .clock import Clock, RealClock
 from .events import EventBroadcaster, EventRecorder
+from .kubeclient import KubeClient
 from .leaderelection import LeaderElectionLost, LeaderElector
 from .metrics import Metrics
+from .reader import LiveReader
+from .resource import Resource
+from .store import IndexFunc
 
 __all__ = ["Manager", "ManagerOptions", "Runnable", "parse_bind_address"]
 
@@ -89,6 +97,9 @@ class ManagerOptions:
     handle_signals: bool = True
     """Install SIGTERM/SIGINT handlers (only possible in the main thread)."""
     event_flush_timeout: float = 5.0
+    global_tracer_provider: bool = False
+    """Install the manager's tracer provider as OpenTelemetry's process-global one, so that
+    gRPC and aiohttp instrumentations report through it."""
 
 
 def parse_bind_address(addr: str) -> tuple[str, int] | None:
@@ -131,20 +142,24 @@ class Manager:
             raise ValueError("leader election needs a leader_election_id (the Lease name)")
         self.clock: Clock = clock or RealClock()
         self.metrics = Metrics(registry)
-        self.client = Client(
+        self.live = Client(
             api_client, on_request=self.metrics.on_rest_request, field_manager=field_manager
         )
-        self.cache = InformerCache(self.client)
-        self.events = EventBroadcaster(self.client, clock=self.clock)
+        self.cache = InformerCache(self.live, on_skip=self.metrics.on_informer_skip)
+        self.api_reader = LiveReader(self.live, self.cache.index_function)
+        self.client = KubeClient(self.cache, self.live, self.api_reader)
+        self.events = EventBroadcaster(self.live, clock=self.clock)
         self._own_provider = tracer_provider is None
         self.tracer_provider = tracer_provider or tracing.tracer_provider_from_env(
             opts.service_name
         )
         self.tracer: Tracer = tracing.tracer(self.tracer_provider)
+        if opts.global_tracer_provider:
+            tracing.install_global(self.tracer_provider)
         self.elector: LeaderElector | None = None
         if opts.leader_election:
             self.elector = LeaderElector(
-                self.client,
+                self.live,
                 name=opts.leader_election_id,
                 namespace=opts.leader_election_namespace,
                 identity=opts.identity,
@@ -185,6 +200,11 @@ class Manager:
     def runnables(self) -> tuple[Runnable, ...]:
         """What :meth:`add` was given, in order."""
         return tuple(self._runnables)
+
+    def add_index(self, resource: Resource, name: str, fn: IndexFunc) -> None:
+        """Maintain index ``name`` of ``resource`` in the cache (see ``InformerCache.add_index``);
+        read it with ``client.list(resource, index=(name, value))``."""
+        self.cache.add_index(resource, name, fn)
 
     def event_recorder(self, component: str) -> EventRecorder:
         """A recorder whose Events name ``component`` as their source."""

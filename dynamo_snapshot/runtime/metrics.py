@@ -24,7 +24,15 @@ series                                                  labels                  
 ``workqueue_retries_total``                             name, controller                counter
 ``leader_election_master_status``                       name                            gauge
 ``rest_client_requests_total``                          code, method, host              counter
+``informer_skipped_objects_total``                      resource                        counter
 ======================================================  ==============================  =========
+
+**Your own metrics** go on the same registry, so that ``/metrics`` serves them:
+``mgr.metrics.counter("checkpoints_captured", "...", ["result"])``, ``.gauge(...)``,
+``.histogram(..., buckets=...)`` return ordinary prometheus_client metrics. Asking again for the
+same name with the same type and labels returns the same metric (two controllers may share one);
+anything else under a taken name is a ``ValueError``. Metrics created at module level with
+prometheus_client's default registry do **not** appear: the manager serves only its own registry.
 
 ``result`` is one of ``success``, ``error``, ``requeue``, ``requeue_after``. prometheus-client
 adds the ``_total`` suffix to counters itself (and a ``_created`` sample next to each), so the
@@ -34,7 +42,8 @@ runtime's are in controller-runtime.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -49,6 +58,8 @@ RECONCILE_BUCKETS = (
     0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30,
     40, 50, 60,
 )  # fmt: skip
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
 # client-go's workqueue buckets: ExponentialBuckets(10e-9, 10, 12), i.e. 10 ns .. 1000 s.
 WORKQUEUE_BUCKETS = tuple(1e-8 * 10**i for i in range(12))
 
@@ -156,6 +167,56 @@ class Metrics:
             ["code", "method", "host"],
             registry=r,
         )
+        self.informer_skipped_objects = Counter(
+            "informer_skipped_objects",
+            "Objects an informer could not cache because its transform or an index function "
+            "raised, per resource",
+            ["resource"],
+            registry=r,
+        )
+        self._custom: dict[str, tuple[type[Any], tuple[str, ...], Any]] = {}
+
+    # -- custom metrics on the served registry ------------------------------------------------
+
+    def _custom_metric(
+        self, kind: type[_M], name: str, documentation: str, labels: Sequence[str], **kw: Any
+    ) -> _M:
+        labelnames = tuple(labels)
+        known = self._custom.get(name)
+        if known is not None:
+            known_kind, known_labels, metric = known
+            if known_kind is not kind or known_labels != labelnames:
+                raise ValueError(
+                    f"metric {name!r} exists as a {known_kind.__name__} with labels "
+                    f"{list(known_labels)}"
+                )
+            found: _M = metric
+            return found
+        metric = kind(name, documentation, labelnames, registry=self.registry, **kw)
+        self._custom[name] = (kind, labelnames, metric)
+        return metric
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter served on ``/metrics`` (declare it without ``_total``; it is added)."""
+        return self._custom_metric(Counter, name, documentation, labels)
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge served on ``/metrics``."""
+        return self._custom_metric(Gauge, name, documentation, labels)
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+    ) -> Histogram:
+        """A histogram served on ``/metrics``."""
+        return self._custom_metric(Histogram, name, documentation, labels, buckets=tuple(buckets))
+
+    def on_informer_skip(self, resource: str, err: BaseException) -> None:
+        """The informers' ``on_skip`` callback."""
+        self.informer_skipped_objects.labels(resource).inc()
 
     def controller(self, name: str, max_concurrent_reconciles: int) -> ControllerMetrics:
         """The per-controller children, created at zero so every series exists from the start."""

@@ -25,14 +25,18 @@ The benchmark in ``bench/`` measures both; the default follows its result.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import orjson
 
+from .objects import Obj, key_of, split_key
+
 __all__ = [
     "NAMESPACE_INDEX",
     "IndexFunc",
+    "IndexFuncError",
     "Obj",
     "Representation",
     "Store",
@@ -40,9 +44,6 @@ __all__ = [
     "namespace_index",
     "split_key",
 ]
-
-Obj = Mapping[str, Any]
-"""A Kubernetes object as raw JSON. Treat it as read-only."""
 
 IndexFunc = Callable[[Obj], list[str]]
 """Maps an object to the index values it is found under (an empty list: not indexed)."""
@@ -53,20 +54,24 @@ NAMESPACE_INDEX = "namespace"
 """The index every informer store has for namespaced resources: ``by_index("namespace", ns)``."""
 
 
-def key_of(obj: Obj) -> str:
-    """The store key of an object: ``namespace/name``, or ``name`` when it has no namespace."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ValueError("object has no metadata.name")
-    ns = meta.get("namespace")
-    return f"{ns}/{name}" if ns else str(name)
+class IndexFuncError(Exception):
+    """An index function raised for one object; the store left that object as it was."""
+
+    def __init__(self, key: str, index: str, cause: BaseException) -> None:
+        super().__init__(f"index {index!r} failed for {key}: {cause!r}")
+        self.key = key
+        self.index = index
+        self.cause = cause
 
 
-def split_key(key: str) -> tuple[str | None, str]:
-    """``"ns/name"`` → ``("ns", "name")``; ``"name"`` → ``(None, "name")``."""
-    ns, sep, name = key.partition("/")
-    return (ns, name) if sep else (None, ns)
+log = logging.getLogger(__name__)
+
+
+def _safe_key(obj: Obj) -> str:
+    try:
+        return key_of(obj)
+    except ValueError:
+        return "<no name>"
 
 
 def namespace_index(obj: Obj) -> list[str]:
@@ -185,7 +190,12 @@ class Store:
         index: dict[str, set[str]] = {}
         self._indices[name] = index
         for key, entry in self._items.items():
-            values = fn(self._decode(entry))
+            try:
+                values = list(fn(self._decode(entry)))
+            except Exception as err:
+                # Same rule as upsert: one bad object must not break the index for the rest.
+                log.warning("store: %s", IndexFuncError(key, name, err))
+                values = []
             if entry.index_values is None:
                 entry.index_values = {}
             entry.index_values[name] = values
@@ -195,7 +205,13 @@ class Store:
     def _compute_index_values(self, obj: Obj) -> dict[str, builtins.list[str]] | None:
         if not self._indexers:
             return None
-        return {name: fn(obj) for name, fn in self._indexers.items()}
+        out: dict[str, builtins.list[str]] = {}
+        for name, fn in self._indexers.items():
+            try:
+                out[name] = list(fn(obj))
+            except Exception as err:
+                raise IndexFuncError(_safe_key(obj), name, err) from err
+        return out
 
     def _unindex(self, key: str, entry: _Entry) -> None:
         if not entry.index_values:
@@ -224,7 +240,9 @@ class Store:
         return _Entry(data, _resource_version(obj), self._compute_index_values(obj))
 
     def upsert(self, obj: Obj) -> bool:
-        """Insert or replace ``obj`` under its key. Returns True if the key already existed."""
+        """Insert or replace ``obj`` under its key. Returns True if the key already existed.
+
+        Raises :class:`IndexFuncError` (and changes nothing) when an index function raises."""
         key = key_of(obj)
         new = self._make_entry(obj)
         old = self._items.get(key)
@@ -243,8 +261,11 @@ class Store:
         return self._decode(entry)
 
     def replace(self, objs: builtins.list[Obj]) -> None:
-        """Make the store hold exactly ``objs``."""
+        """Make the store hold exactly ``objs`` (those an index function rejects are left out)."""
         self._items = {}
         self._indices = {name: {} for name in self._indexers}
         for obj in objs:
-            self.upsert(obj)
+            try:
+                self.upsert(obj)
+            except IndexFuncError as err:
+                log.warning("store: skipping %s", err)

@@ -23,7 +23,14 @@ from collections.abc import Mapping
 import anyio
 from opentelemetry.trace import NoOpTracerProvider, Tracer, TracerProvider
 
-__all__ = ["SPAN_RECONCILE", "exporting", "shutdown", "tracer", "tracer_provider_from_env"]
+__all__ = [
+    "SPAN_RECONCILE",
+    "exporting",
+    "install_global",
+    "shutdown",
+    "tracer",
+    "tracer_provider_from_env",
+]
 
 SPAN_RECONCILE = "reconcile"
 INSTRUMENTATION = "dynamo_snapshot.runtime"
@@ -39,6 +46,15 @@ def exporting(env: Mapping[str, str] | None = None) -> bool:
     return bool(
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
+
+
+def install_global(provider: TracerProvider) -> None:
+    """Make ``provider`` the process-global tracer provider, so that instrumentations which use
+    the global one (gRPC, aiohttp) report through it. OpenTelemetry allows this once per
+    process: a second call is ignored with a warning."""
+    from opentelemetry import trace
+
+    trace.set_tracer_provider(provider)
 
 
 def tracer_provider_from_env(

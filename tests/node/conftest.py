@@ -167,7 +167,9 @@ async def pod(cri: CriClient, tmp_path: Path) -> AsyncIterator[Pod]:
     logs = tmp_path / "logs"
     control.mkdir()
     logs.mkdir()
-    config = sandbox_config(f"node-test-{uuid.uuid4().hex[:8]}", logs)
+    config = sandbox_config(
+        f"node-test-{uuid.uuid4().hex[:8]}", logs, labels={"dynamo-snapshot.test/node": "true"}
+    )
     sandbox_id = await cri.run_pod_sandbox(config)
     try:
         yield Pod(cri, sandbox_id, config, control, logs)

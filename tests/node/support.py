@@ -1,5 +1,6 @@
-"""Helpers of the node tests: pod and container configs shaped like a kubelet's, the workload's
-observable state, and a CRIU restore of a dumped container (what proves a checkpoint is real).
+"""Helpers of the node tests: the workload's observable state and a CRIU restore of a dumped
+container (what proves a checkpoint is real). The pod and container configs are
+``dynamo_snapshot.agent.cri.podconfig``'s, shared with the demo; they are re-exported here.
 
 Restore is done with CRIU directly (TESTBED.md: containerd 2.1.9's own restore first re-pulls the
 checkpoint's base image by reference, which fails for a locally imported image). It mirrors what
@@ -18,58 +19,30 @@ import json
 import os
 import subprocess
 import tarfile
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynamo_snapshot.agent.cri.client import pb
+from dynamo_snapshot.agent.cri.podconfig import (
+    CGROUP_PARENT,
+    CONTROL_DIR,
+    PAUSE_IMAGE,
+    WORKLOAD_IMAGE,
+    sandbox_config,
+    workload_config,
+)
 
-WORKLOAD_IMAGE = "localhost/dynamo-snapshot/workload:v1"
-PAUSE_IMAGE = "localhost/dynamo-snapshot/pause:v1"
-CONTROL_DIR = "/snapshot-control"
-# cgroupfs parent of the test pods; hack/node/node-down.sh removes what is left of it.
-CGROUP_PARENT = "/dynamo-snapshot-node"
+__all__ = [
+    "CGROUP_PARENT",
+    "CONTROL_DIR",
+    "PAUSE_IMAGE",
+    "WORKLOAD_IMAGE",
+    "sandbox_config",
+    "workload_config",
+]
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def sandbox_config(name: str, log_dir: Path) -> pb.PodSandboxConfig:
-    """A host-network pod (no CNI here), pod-level cgroup under our parent, as a kubelet sends."""
-    uid = uuid.uuid4().hex
-    return pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="node-tests"),
-        log_directory=str(log_dir),
-        labels={"dynamo-snapshot.test/node": "true", "io.kubernetes.pod.name": name},
-        linux=pb.LinuxPodSandboxConfig(
-            cgroup_parent=f"{CGROUP_PARENT}/pod{uid}",
-            security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER)
-            ),
-        ),
-    )
-
-
-def workload_config(
-    control_dir: Path,
-    *,
-    name: str = "main",
-    env: Mapping[str, str] | None = None,
-) -> pb.ContainerConfig:
-    """The workload container with the SPEC §3 control volume bind-mounted from the host."""
-    envs = {"DYN_SNAPSHOT_CONTROL_DIR": CONTROL_DIR, "WORKLOAD_TICK_SECONDS": "0.1", **(env or {})}
-    return pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name=name),
-        image=pb.ImageSpec(image=WORKLOAD_IMAGE),
-        envs=[pb.KeyValue(key=k, value=v) for k, v in envs.items()],
-        mounts=[pb.Mount(container_path=CONTROL_DIR, host_path=str(control_dir))],
-        log_path=f"{name}.log",
-        linux=pb.LinuxContainerConfig(
-            security_context=pb.LinuxContainerSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER)
-            )
-        ),
-    )
 
 
 def read_counter(control_dir: Path) -> int:

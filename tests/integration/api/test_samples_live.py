@@ -59,6 +59,24 @@ async def test_minimal_checkpoint_gets_the_api_defaults(
 
 
 @pytest.mark.usefixtures("crds")
+async def test_upstream_shaped_checkpoint_is_accepted_unchanged(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    """YAML written for NVIDIA Dynamo's Go operator: sharedMemory as an object and the
+    deprecated Job fields are stored as written and read into the types."""
+    sent = load("dynamocheckpoint-upstream")
+    status, body = await call(
+        kube_api, "POST", group_path(c.PLURAL_DYNAMO_CHECKPOINTS, namespace), sent
+    )
+    assert status == 201, message(body)
+    assert body["spec"]["job"]["sharedMemory"] == {"disabled": False, "size": "16Gi"}
+    ckpt = DynamoCheckpoint.from_dict(body)
+    assert ckpt.to_dict() == body
+    assert ckpt.spec.job.shared_memory_size == "16Gi"
+    assert ckpt.spec.job.deprecated_fields_set == ("backoffLimit", "ttlSecondsAfterFinished")
+
+
+@pytest.mark.usefixtures("crds")
 async def test_samples_round_trip_through_the_server_with_status(
     kube_api: ApiClient, namespace: str, kube_cluster: Kubectl
 ) -> None:

@@ -14,7 +14,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from dynamo_snapshot.runtime.builder import ControllerBuilder
 from dynamo_snapshot.runtime.controller import Controller
+from dynamo_snapshot.runtime.errors import NotFound
 from dynamo_snapshot.runtime.manager import Manager, ManagerOptions
+from dynamo_snapshot.runtime.reader import View
 from dynamo_snapshot.runtime.reconcile import Request, Result, TerminalError
 from dynamo_snapshot.runtime.resource import CONFIGMAPS
 from tests.support import wait_for
@@ -51,6 +53,16 @@ LABELS = {"app": "controller-test"}
 SELECTOR = "app=controller-test"  # leaves out the namespace's own kube-root-ca.crt
 
 
+def cached(mgr: Manager, name: str, namespace: str) -> dict[str, Any] | None:
+    """The ConfigMap as the controller's (label-filtered) view holds it, or None."""
+    try:
+        return mgr.cache.get_nowait(
+            CONFIGMAPS, name, namespace, view=View(namespace, labels=SELECTOR)
+        )
+    except NotFound:
+        return None
+
+
 def idle(ctl: Controller) -> bool:
     return ctl.active_workers == 0 and len(ctl.queue) == 0 and ctl.queue.processing == 0
 
@@ -68,7 +80,7 @@ async def test_rapid_updates_coalesce_and_reconcile_sees_latest(
     gate.set()
 
     async def reconcile(req: Request) -> None:
-        obj = mgr.cache.get(CONFIGMAPS, req.name, req.namespace)
+        obj = cached(mgr, req.name, req.namespace)
         assert obj is not None
         seen.append(obj["data"]["n"])
         await gate.wait()  # a slow reconcile: it lasts until the test has sent every update
@@ -83,7 +95,7 @@ async def test_rapid_updates_coalesce_and_reconcile_sees_latest(
             await mgr.client.patch_merge(CONFIGMAPS, "hot", {"data": {"n": str(i)}}, namespace)
         # Let the informer deliver every update while the first reconcile is still running.
         await wait_for(
-            lambda: (mgr.cache.get(CONFIGMAPS, "hot", namespace) or {})["data"]["n"] == "100",
+            lambda: (cached(mgr, "hot", namespace) or {})["data"]["n"] == "100",
             30,
             "the cache to see update 100",
         )
@@ -130,9 +142,7 @@ async def test_two_workers_never_hold_the_same_key(kube_api: ApiClient, namespac
                         mgr.client.patch_merge, CONFIGMAPS, name, {"data": {"n": str(i)}}, namespace
                     )
         await wait_for(
-            lambda: all(
-                (mgr.cache.get(CONFIGMAPS, n, namespace) or {})["data"]["n"] == "30" for n in names
-            ),
+            lambda: all((cached(mgr, n, namespace) or {})["data"]["n"] == "30" for n in names),
             30,
             "the cache to see every update",
         )
@@ -172,7 +182,7 @@ async def test_terminal_error_is_not_retried(kube_api: ApiClient, namespace: str
     calls: list[str] = []
 
     async def reconcile(req: Request) -> None:
-        obj = mgr.cache.get(CONFIGMAPS, req.name, req.namespace) or {}
+        obj = cached(mgr, req.name, req.namespace) or {}
         calls.append((obj.get("data") or {}).get("v", ""))
         raise TerminalError(f"{req.key}: value is not supported")
 

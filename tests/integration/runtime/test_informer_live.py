@@ -284,12 +284,12 @@ async def test_cache_shares_informers_and_serves_reads(admin: Client, namespace:
     # Selectors filter on the server: these informers never even receive the other objects.
     assert store_state(labelled).keys() == {"x"}
     assert store_state(by_name).keys() == {"y"}
-    names = sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAPS, namespace))
+    names = sorted(o["metadata"]["name"] for o in await cache.list(CONFIGMAPS, namespace))
     assert names == ["kube-root-ca.crt", "x", "y"]
-    assert [o["metadata"]["name"] for o in cache.list(CONFIGMAPS, namespace, "app=a")] == ["x"]
-    assert cache.get(NAMESPACES, namespace) is not None
-    got = cache.get(CONFIGMAPS, "y", namespace)
-    assert got is not None
+    app_a = await cache.list(CONFIGMAPS, namespace, labels="app=a")
+    assert [o["metadata"]["name"] for o in app_a] == ["x"]
+    assert (await cache.get(NAMESPACES, namespace))["metadata"]["name"] == namespace
+    got = await cache.get(CONFIGMAPS, "y", namespace)
     assert got["metadata"]["namespace"] == namespace
 
 

@@ -204,17 +204,17 @@ async def test_losing_the_lease_stops_reconciling_at_once(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
-        await wait_for(lambda: _is(holder(mgr.client, namespace), "victim"), 30, "leadership")
-        await mgr.client.create(CONFIGMAPS, cm("busy", namespace))
+        await wait_for(lambda: _is(holder(mgr.live, namespace), "victim"), 30, "leadership")
+        await mgr.live.create(CONFIGMAPS, cm("busy", namespace))
         await reconciling.wait()
-        stolen_at = await _steal(mgr.client, namespace)
+        stolen_at = await _steal(mgr.live, namespace)
         await wait_for(lambda: outcome, 30, "the manager to give up")
     assert cancelled, "the reconcile in flight was not cancelled"
     assert cancelled[0] - stolen_at <= FAST["renew_deadline"] + 2 * FAST["retry_period"] + 1
     assert (
         mgr.metrics.registry.get_sample_value("leader_election_master_status", {"name": LEASE}) == 0
     )
-    assert await holder(mgr.client, namespace) == "thief"  # a loser does not release
+    assert await holder(mgr.live, namespace) == "thief"  # a loser does not release
 
 
 async def _steal(client: Client, namespace: str) -> float:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dynamo_snapshot.runtime.builder import ControllerBuilder
 from dynamo_snapshot.runtime.cache import CacheSyncTimeout
+from dynamo_snapshot.runtime.reader import View
 from dynamo_snapshot.runtime.reconcile import Request, Result, TerminalError
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, EVENTS
 from tests.integration.runtime.test_controller_live import (
@@ -245,8 +246,9 @@ async def test_events_are_recorded_and_aggregated(kube_api: ApiClient, namespace
     done = anyio.Event()
 
     async def reconcile(req: Request) -> None:
-        obj = mgr.cache.get(CONFIGMAPS, req.name, req.namespace)
-        assert obj is not None
+        obj = await mgr.client.get(
+            CONFIGMAPS, req.name, req.namespace, view=View(namespace, labels=SELECTOR)
+        )
         for _ in range(3):
             recorder.warning(obj, "Broken", f"{req.name} is broken")
         recorder.normal(obj, "Seen", "reconciled")
@@ -258,8 +260,8 @@ async def test_events_are_recorded_and_aggregated(kube_api: ApiClient, namespace
         await done.wait()
 
         async def events() -> dict[str, Any]:
-            found = await mgr.client.list(EVENTS, namespace)
-            return {e["reason"]: e for e in found["items"] if e["involvedObject"]["name"] == "evt"}
+            found = await mgr.api_reader.list(EVENTS, namespace)
+            return {e["reason"]: e for e in found if e["involvedObject"]["name"] == "evt"}
 
         await wait_for(
             lambda: _reasons(events(), {"Broken": 3, "Seen": 1}), 30, "aggregated events"

@@ -100,7 +100,9 @@ SERVER_DCKPT: dict[str, Any] = {
             "podTemplateSpec": {"spec": {"containers": [{"name": "main"}]}},
             "targetContainerName": "main",
             "activeDeadlineSeconds": 3600,
-            "sharedMemory": 1073741824,
+            "sharedMemory": {"disabled": False, "size": 1073741824},
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 300,
         },
     },
     "status": {
@@ -111,6 +113,7 @@ SERVER_DCKPT: dict[str, Any] = {
         "createdAt": "2026-11-25T10:06:00Z",
         "message": "ready",
         "conditions": [CONDITION | {"type": "JobCreated"}],
+        "artifactVersion": "3",
     },
 }
 SERVER_SNAP: dict[str, Any] = {
@@ -158,6 +161,8 @@ def test_typed_accessors_and_defaults() -> None:
     assert minimal.spec.job.target_container_name_or_default == "main"
     assert minimal.spec.job.active_deadline_seconds_or_default == 3600
     assert minimal.artifact_version == "1"
+    assert minimal.spec.job.shared_memory_size == "8Gi"  # absent: upstream's default
+    assert minimal.spec.job.deprecated_fields_set == ()
     assert not minimal.is_terminal
 
     content = PodSnapshotContent.from_dict(SERVER_CONTENT)
@@ -173,6 +178,31 @@ def test_typed_accessors_and_defaults() -> None:
     assert content_name_for(snap.metadata.uid or "") == (
         "podsnapshotcontent-5b7f3c2a-8e41-4d0f-b6a9-0c1e2d3f4a5b"
     )
+
+
+@pytest.mark.parametrize(
+    ("shared_memory", "size"),
+    [
+        (None, "8Gi"),
+        ({"size": "16Gi"}, "16Gi"),
+        ({"disabled": False, "size": 1073741824}, 1073741824),
+        ({"disabled": True, "size": "16Gi"}, None),
+        ({"disabled": True}, None),
+    ],
+)
+def test_shared_memory_size_in_upstream_shape(shared_memory: Any, size: Any) -> None:
+    raw = copy.deepcopy(SERVER_DCKPT)
+    if shared_memory is None:
+        del raw["spec"]["job"]["sharedMemory"]
+    else:
+        raw["spec"]["job"]["sharedMemory"] = shared_memory
+    assert DynamoCheckpoint.from_dict(raw).spec.job.shared_memory_size == size
+
+
+def test_deprecated_job_fields_are_kept_and_named() -> None:
+    job = DynamoCheckpoint.from_dict(SERVER_DCKPT).spec.job
+    assert (job.backoff_limit, job.ttl_seconds_after_finished) == (3, 300)
+    assert job.deprecated_fields_set == ("backoffLimit", "ttlSecondsAfterFinished")
 
 
 def test_types_are_frozen_and_evolve_into_new_values() -> None:
@@ -214,6 +244,22 @@ def test_types_are_frozen_and_evolve_into_new_values() -> None:
             c.KIND_DYNAMO_CHECKPOINT,
             lambda o: o["spec"]["job"].update(sharedMemory=True),
             "spec.job.sharedMemory",
+        ),
+        (
+            # Round 1's bare quantity is not upstream's shape: it names the field.
+            c.KIND_DYNAMO_CHECKPOINT,
+            lambda o: o["spec"]["job"].update(sharedMemory="8Gi"),
+            "spec.job.sharedMemory",
+        ),
+        (
+            c.KIND_DYNAMO_CHECKPOINT,
+            lambda o: o["spec"]["job"].update(sharedMemory={"size": 1.5}),
+            "spec.job.sharedMemory.size",
+        ),
+        (
+            c.KIND_DYNAMO_CHECKPOINT,
+            lambda o: o["spec"]["job"].update(sharedMemory={"disabled": "yes"}),
+            "spec.job.sharedMemory.disabled",
         ),
         (
             c.KIND_DYNAMO_CHECKPOINT,

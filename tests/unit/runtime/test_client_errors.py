@@ -8,13 +8,21 @@ import pytest
 from dynamo_snapshot.runtime.errors import (
     AlreadyExists,
     ApiError,
+    BadRequest,
     Conflict,
     Forbidden,
     Gone,
+    InternalError,
     Invalid,
     NotFound,
+    ServerTimeout,
+    ServiceUnavailable,
+    Timeout,
+    TooManyRequests,
+    Unauthorized,
     error_from_response,
     error_from_status,
+    retryable,
 )
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, JOBS, LEASES, NODES, PODS, Resource
 
@@ -43,7 +51,14 @@ def status(code: int, reason: str, message: str = "m") -> bytes:
         (403, "Forbidden", Forbidden),
         (410, "Gone", Gone),
         (410, "Expired", Gone),
-        (500, "InternalError", ApiError),
+        (500, "InternalError", InternalError),
+        (500, "ServerTimeout", ServerTimeout),
+        (504, "Timeout", Timeout),
+        (429, "TooManyRequests", TooManyRequests),
+        (401, "Unauthorized", Unauthorized),
+        (400, "BadRequest", BadRequest),
+        (503, "ServiceUnavailable", ServiceUnavailable),
+        (418, "Teapot", ApiError),
     ],
 )
 def test_status_maps_to_its_error_class(code: int, reason: str, cls: type[ApiError]) -> None:
@@ -66,7 +81,24 @@ def test_non_status_bodies_still_give_typed_errors() -> None:
     err = error_from_response(404, b"404 page not found\n", "Not Found")
     assert isinstance(err, NotFound)
     assert err.message == "404 page not found"
-    assert isinstance(error_from_response(503, b"", "Service Unavailable"), ApiError)
+    assert isinstance(error_from_response(503, b"", "Service Unavailable"), ServiceUnavailable)
+    # Bare answers from a proxy or a throttled server carry no Status: the code decides.
+    assert type(error_from_response(429, b"", "Too Many Requests")) is TooManyRequests
+    assert type(error_from_response(401, b"Unauthorized", "Unauthorized")) is Unauthorized
+    assert type(error_from_response(504, b"", "Gateway Timeout")) is Timeout
+
+
+def test_retry_after_and_retryable() -> None:
+    throttled = error_from_status(
+        {"code": 429, "reason": "TooManyRequests", "details": {"retryAfterSeconds": 3}}
+    )
+    assert isinstance(throttled, TooManyRequests)
+    assert throttled.retry_after == 3.0
+    assert retryable(throttled)
+    assert retryable(error_from_status({"code": 500, "reason": "InternalError"}))
+    assert retryable(error_from_status({"code": 504, "reason": "Timeout"}))
+    assert not retryable(error_from_status({"code": 409, "reason": "Conflict"}))
+    assert not retryable(error_from_status({"code": 401, "reason": "Unauthorized"}))
 
 
 def test_all_typed_errors_are_api_errors() -> None:

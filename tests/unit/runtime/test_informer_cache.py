@@ -14,10 +14,11 @@ from dynamo_snapshot.runtime.cache import (
     CacheSyncTimeout,
     InformerCache,
     NoInformer,
+    View,
     label_selector_matcher,
 )
 from dynamo_snapshot.runtime.client import Client, RawList
-from dynamo_snapshot.runtime.errors import Forbidden
+from dynamo_snapshot.runtime.errors import Forbidden, NotFound
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES, PODS
 from tests.support import raw_list
 
@@ -91,18 +92,24 @@ async def test_run_starts_informers_added_before_and_after_and_reads_from_them()
         assert late.has_synced()
         tg.cancel_scope.cancel()
 
-    got = cache.get(CONFIGMAPS, "a", "ns")
-    assert got is not None
+    got = await cache.get(CONFIGMAPS, "a", "ns")
     assert got["metadata"]["labels"] == {"app": "x"}
-    assert cache.get(CONFIGMAPS, "missing", "ns") is None
-    assert cache.get(NAMESPACES, "ns") is not None
-    assert sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAPS)) == ["a", "b", "c"]
-    assert sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns")) == ["a", "b"]
-    assert [o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns", "app=x")] == ["a"]
+    with pytest.raises(NotFound):
+        await cache.get(CONFIGMAPS, "missing", "ns")
+    assert (await cache.get(NAMESPACES, "ns"))["metadata"]["name"] == "ns"
+    assert names(await cache.list(CONFIGMAPS)) == ["a", "b", "c"]
+    assert names(await cache.list(CONFIGMAPS, "ns")) == ["a", "b"]
+    assert names(await cache.list(CONFIGMAPS, "ns", labels="app=x")) == ["a"]
+    assert names(await cache.list(CONFIGMAPS, fields="metadata.namespace=other")) == ["c"]
+    assert names(await cache.list(CONFIGMAPS, fields="metadata.name!=a")) == ["b", "c"]
     assert ("namespaces", None, None) in fake.list_calls
 
 
-def test_reads_prefer_the_most_specific_unfiltered_informer() -> None:
+def names(objs: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in objs)
+
+
+async def test_reads_prefer_the_most_specific_unfiltered_informer() -> None:
     cache, _ = cache_for({})
     everywhere = cache.informer_for(CONFIGMAPS)
     filtered = cache.informer_for(CONFIGMAPS, namespace="ns", label_selector="app=x")
@@ -110,21 +117,83 @@ def test_reads_prefer_the_most_specific_unfiltered_informer() -> None:
     everywhere.reflector.sink.replace([obj("a", app="z")], "1")
     filtered.reflector.sink.replace([], "1")
     exact.reflector.sink.replace([obj("b")], "1")
-    assert cache.get(CONFIGMAPS, "b", "ns") is not None
-    assert cache.get(CONFIGMAPS, "a", "ns") is None
+    assert (await cache.get(CONFIGMAPS, "b", "ns"))["metadata"]["name"] == "b"
+    with pytest.raises(NotFound):
+        await cache.get(CONFIGMAPS, "a", "ns")
     # Another namespace is covered by the all-namespaces informer, which has "a" in "ns" only.
-    assert cache.get(CONFIGMAPS, "a", "elsewhere") is None
-    assert cache.list(CONFIGMAPS, "elsewhere") == []
-    assert [o["metadata"]["name"] for o in cache.list(CONFIGMAPS, "ns")] == ["b"]
+    with pytest.raises(NotFound):
+        await cache.get(CONFIGMAPS, "a", "elsewhere")
+    assert await cache.list(CONFIGMAPS, "elsewhere") == []
+    assert names(await cache.list(CONFIGMAPS, "ns")) == ["b"]
+
+
+async def test_a_filtered_view_never_answers_a_read_it_cannot_hold() -> None:
+    """Defect 3: an all-namespaces informer and a label-filtered one for "ns": the filtered one
+    cannot prove absence, so a get in "ns" must come from the complete view."""
+    cache, _ = cache_for({})
+    everywhere = cache.informer_for(PODS)
+    filtered = cache.informer_for(PODS, namespace="ns", label_selector="app=x")
+    everywhere.reflector.sink.replace([obj("p", app="other"), obj("q", app="x")], "1")
+    filtered.reflector.sink.replace([obj("q", app="x")], "1")
+    assert (await cache.get(PODS, "p", "ns"))["metadata"]["name"] == "p"
+    assert names(await cache.list(PODS, "ns")) == ["p", "q"]
+    # The filtered view answers when named, and for exactly its own selector.
+    with pytest.raises(NotFound):
+        await cache.get(PODS, "p", "ns", view=View("ns", labels="app=x"))
+    assert names(await cache.list(PODS, "ns", view=View("ns", labels="app=x"))) == ["q"]
+    with pytest.raises(NoInformer):
+        await cache.get(PODS, "p", "ns", view=View("ns", labels="app=nope"))
+
+
+async def test_only_a_filtered_view_means_no_answer() -> None:
+    cache, _ = cache_for({})
+    filtered = cache.informer_for(PODS, namespace="ns", label_selector="app=x")
+    filtered.reflector.sink.replace([obj("q", app="x")], "1")
+    with pytest.raises(NoInformer):
+        await cache.get(PODS, "q", "ns")
+    with pytest.raises(NoInformer):
+        await cache.list(PODS, "ns")
+    # The same selector may be answered from it (namespace and selector match exactly).
+    assert names(await cache.list(PODS, "ns", labels="app=x")) == ["q"]
+
+
+async def test_a_namespaced_get_without_namespace_is_an_error() -> None:
+    cache, _ = cache_for({})
+    cache.informer_for(PODS).reflector.sink.replace([obj("p")], "1")
+    with pytest.raises(ValueError, match="namespace"):
+        await cache.get(PODS, "p")
+    with pytest.raises(ValueError, match="namespace"):
+        await cache.get(PODS, "p", "")
+
+
+async def test_indexes_belong_to_the_resource_and_serve_every_view() -> None:
+    cache, _ = cache_for({})
+
+    def by_app(o: Any) -> list[str]:
+        return [o["metadata"]["labels"]["app"]] if "app" in o["metadata"]["labels"] else []
+
+    early = cache.informer_for(CONFIGMAPS)
+    cache.add_index(CONFIGMAPS, "app", by_app)
+    cache.add_index(CONFIGMAPS, "app", by_app)  # a second controller, same function: fine
+    with pytest.raises(ValueError, match="another function"):
+        cache.add_index(CONFIGMAPS, "app", lambda o: [])
+    late = cache.informer_for(CONFIGMAPS, namespace="ns")
+    early.reflector.sink.replace([obj("a", app="x"), obj("b", ns="o", app="x"), obj("c")], "1")
+    late.reflector.sink.replace([obj("a", app="x"), obj("c")], "1")
+    assert names(await cache.list(CONFIGMAPS, index=("app", "x"))) == ["a", "b"]
+    assert names(await cache.list(CONFIGMAPS, "o", index=("app", "x"))) == ["b"]
+    assert names(await cache.list(CONFIGMAPS, "ns", index=("app", "x"))) == ["a"]
+    assert names(await cache.list(CONFIGMAPS, view=View("ns"), index=("app", "x"))) == ["a"]
+    assert cache.index_function(CONFIGMAPS, "app") is by_app
 
 
 def test_a_read_nothing_covers_says_what_to_do() -> None:
     cache, _ = cache_for({})
     cache.informer_for(PODS, namespace="one")
     with pytest.raises(NoInformer, match="informer_for"):
-        cache.get(PODS, "p", "two")
+        cache.get_nowait(PODS, "p", "two")
     with pytest.raises(NoInformer, match="configmaps"):
-        cache.list(CONFIGMAPS)
+        cache.list_nowait(CONFIGMAPS)
 
 
 async def test_sync_timeout_names_the_resource_and_rbac() -> None:
