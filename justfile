@@ -43,22 +43,25 @@ fmt:
 demo: up
     python hack/demo.py
 
-# Start (or reuse) the local control plane and node runtime; prints the admin kubeconfig path
+# Start (or reuse) the local cluster: control plane, node runtime and a kubelet node; prints the admin kubeconfig path
 up:
     @bash hack/build-kube.sh >/dev/null
     @python hack/controlplane.py up >/dev/null
     @just node-up >/dev/null
+    @python hack/kubenode.py up >/dev/null
     @python hack/controlplane.py kubeconfig
 
-# Stop every process `up` started, by PID
+# Stop every process `up` started, by PID, and undo what the node changed on the host
 down:
+    python hack/kubenode.py down
     @just node-down
     python hack/controlplane.py down
 
-# Show which local components run
+# Show which local components run, and the node
 status:
     python hack/controlplane.py status
-    bash hack/node/node-env.sh RUNNING | sed 's/^/containerd (node)          running: /' 
+    bash hack/node/node-env.sh RUNNING | sed 's/^/containerd (node runtime)  running: /'
+    python hack/kubenode.py status
 
 # Print only the admin kubeconfig path of the local cluster (scripts rely on it)
 kubeconfig:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the Go module
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the kubelet from the Go module
 # k8s.io/kubernetes at one pinned release. These binaries are in no Debian suite and not on PyPI,
 # so the only way to a real control plane here is the Go module proxy.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 CACHE="${DYNAMO_SNAPSHOT_CACHE:-$HOME/.cache/dynamo-snapshot}"
 OUT="$CACHE/kube/$KUBE_VERSION/bin"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 have_all() {
   local b
@@ -31,6 +31,13 @@ command -v go >/dev/null || { echo "build-kube: Go is required (go not on PATH)"
 
 work="$CACHE/kube/$KUBE_VERSION/module"
 mkdir -p "$work" "$OUT"
+# Several checkouts share this cache: one build at a time, and whoever waited finds it done.
+exec 8>"$CACHE/kube/$KUBE_VERSION/build.lock"
+flock 8
+if have_all; then
+  echo "$OUT"
+  exit 0
+fi
 cd "$work"
 minor="${KUBE_VERSION#v1.}"          # 34.4
 staging_version="v0.${minor}"        # v0.34.4

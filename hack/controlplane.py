@@ -2,9 +2,10 @@
 kube-scheduler, each a process of ours, started and stopped by PID.
 
 The same code serves `just up` (a long-lived cluster in `.run/cluster` that outlives the command)
-and the pytest session fixture (a throw-away cluster in a temporary directory). There are no nodes:
-pods are created and scheduled-to-nothing unless a test binds them; Jobs, garbage collection,
-namespaces and ServiceAccounts work because the controller-manager runs.
+and the pytest session fixture (a throw-away cluster in a temporary directory). The control plane
+alone has no node: hack/kubenode.py adds a real kubelet. Authorization is Node,RBAC with the
+NodeRestriction admission plugin, as on a real cluster; Jobs, garbage collection, namespaces and
+ServiceAccounts work because the controller-manager runs.
 
 Usage: python hack/controlplane.py {up,down,status,kubeconfig} [--dir DIR]
 """
@@ -33,6 +34,25 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / ".run" / "cluster"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CIDR = "10.0.0.0/24"
+# Bumped whenever the components' flags change: a running cluster started with other flags is
+# restarted by `up` instead of being reused.
+LAYOUT = 2
+# The user the apiserver authenticates as towards kubelets, and the ClusterRoleBinding giving it
+# the kubelet API (logs, exec, checkpoint).
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
+KUBELET_API_BINDING: dict[str, object] = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRoleBinding",
+    "metadata": {"name": "dynamo-snapshot:apiserver-kubelet-client"},
+    "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:kubelet-api-admin",
+    },
+    "subjects": [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": APISERVER_KUBELET_CLIENT}
+    ],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -74,13 +94,19 @@ def ensure_binaries() -> tuple[Path, Path]:
 
 @attrs.define
 class Pki:
-    """Certificates and keys for one cluster, made with the openssl CLI."""
+    """Certificates and keys made with the openssl CLI. `ca_dir` holds the CA that signs them
+    (the cluster's own PKI when None); a node keeps its certificates apart from the cluster's."""
 
     dir: Path
+    ca_dir: Path | None = None
 
     @property
     def ca(self) -> Path:
-        return self.dir / "ca.crt"
+        return (self.ca_dir or self.dir) / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return (self.ca_dir or self.dir) / "ca.key"
 
     def cert(self, name: str) -> Path:
         return self.dir / f"{name}.crt"
@@ -89,38 +115,61 @@ class Pki:
         return self.dir / f"{name}.key"
 
     def generate(self) -> None:
-        if self.ca.exists() and self.cert("admin").exists():
-            return
+        """The cluster's CA and component certificates; each one only when missing, so a cluster
+        directory from an older checkout gains the certificates it lacks and keeps the rest."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ossl = "openssl"
-        _run(
-            [
-                ossl,
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "3650",
-                "-keyout",
-                str(self.key("ca")),
-                "-out",
-                str(self.ca),
-                "-subj",
-                "/CN=dynamo-snapshot-local-ca",
-            ]
-        )
+        if not self.ca.exists():
+            _run(
+                [
+                    ossl,
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "3650",
+                    "-keyout",
+                    str(self.ca_key),
+                    "-out",
+                    str(self.ca),
+                    "-subj",
+                    "/CN=dynamo-snapshot-local-ca",
+                ]
+            )
         names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
         sans = ",".join([*(f"DNS:{n}" for n in names), "IP:127.0.0.1", "IP:10.0.0.1"])
-        self._signed("apiserver", "/CN=kube-apiserver", sans)
-        self._signed("admin", "/O=system:masters/CN=admin")
-        self._signed("controller-manager", "/CN=system:kube-controller-manager")
-        self._signed("scheduler", "/CN=system:kube-scheduler")
-        _run([ossl, "genrsa", "-out", str(self.key("sa")), "2048"])
-        _run([ossl, "rsa", "-in", str(self.key("sa")), "-pubout", "-out", str(self.dir / "sa.pub")])
+        wanted = {
+            "apiserver": ("/CN=kube-apiserver", sans),
+            "admin": ("/O=system:masters/CN=admin", None),
+            "controller-manager": ("/CN=system:kube-controller-manager", None),
+            "scheduler": ("/CN=system:kube-scheduler", None),
+            # What the apiserver presents to kubelets (logs, exec, checkpoint); RBAC grants it
+            # system:kubelet-api-admin, as on a kubeadm cluster.
+            "apiserver-kubelet-client": (f"/CN={APISERVER_KUBELET_CLIENT}", None),
+        }
+        for name, (subject, alt) in wanted.items():
+            if not self.cert(name).exists():
+                self.issue(name, subject, alt)
+        if not self.key("sa").exists():
+            _run([ossl, "genrsa", "-out", str(self.key("sa")), "2048"])
+            _run(
+                [
+                    ossl,
+                    "rsa",
+                    "-in",
+                    str(self.key("sa")),
+                    "-pubout",
+                    "-out",
+                    str(self.dir / "sa.pub"),
+                ]
+            )
 
-    def _signed(self, name: str, subject: str, sans: str | None = None) -> None:
+    def issue(self, name: str, subject: str, sans: str | None = None) -> None:
+        """A key and a certificate signed by the CA: for serving when `sans` is given (the
+        subjectAltName list), else for client authentication."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         csr = self.dir / f"{name}.csr"
         _run(
             [
@@ -153,8 +202,10 @@ class Pki:
                 "-CA",
                 str(self.ca),
                 "-CAkey",
-                str(self.key("ca")),
+                str(self.ca_key),
                 "-CAcreateserial",
+                "-CAserial",
+                str(self.dir / "ca.srl"),
                 "-days",
                 "3650",
                 "-out",
@@ -176,6 +227,7 @@ class ControlPlane:
     kube_bin: Path = attrs.field(factory=Path)
     etcd_bin: Path = attrs.field(factory=Path)
     ports: dict[str, int] = attrs.field(factory=dict)
+    layout: int = 0
     # Processes this very process started; others are found through their PID files.
     _children: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict, init=False)
 
@@ -211,6 +263,7 @@ class ControlPlane:
             kube_bin=Path(data["kube_bin"]),
             etcd_bin=Path(data["etcd_bin"]),
             ports={k: int(v) for k, v in data["ports"].items()},
+            layout=int(data.get("layout", 0)),
         )
 
     def _save(self) -> None:
@@ -220,6 +273,7 @@ class ControlPlane:
                     "kube_bin": str(self.kube_bin),
                     "etcd_bin": str(self.etcd_bin),
                     "ports": self.ports,
+                    "layout": self.layout,
                 },
                 indent=2,
             )
@@ -252,7 +306,12 @@ class ControlPlane:
 
     def up(self) -> None:
         """Start every component, or reuse a healthy running cluster."""
-        if self.ports and all(self.pid(c) for c in COMPONENTS) and self.healthy():
+        if (
+            self.ports
+            and self.layout == LAYOUT
+            and all(self.pid(c) for c in COMPONENTS)
+            and self.healthy()
+        ):
             _log(f"reusing healthy cluster in {self.dir}")
             return
         self.down()
@@ -276,6 +335,7 @@ class ControlPlane:
     def _start_all(self) -> None:
         names = ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
         self.ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        self.layout = LAYOUT
         self._save()
         self._write_kubeconfig(self.kubeconfig, "admin")
         self._write_kubeconfig(self.dir / "controller-manager.kubeconfig", "controller-manager")
@@ -283,6 +343,7 @@ class ControlPlane:
         self._start("etcd")
         self._wait(self._etcd_healthy, "etcd", 30)
         self.start_apiserver()
+        self.apply("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", KUBELET_API_BINDING)
         self._start("kube-controller-manager")
         self._start("kube-scheduler")
         self._wait(
@@ -315,6 +376,28 @@ class ControlPlane:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError, KeyError):
             return False
+
+    def request(
+        self, method: str, path: str, body: object = None, content_type: str = "application/json"
+    ) -> dict[str, object]:
+        """One admin request to the apiserver; the decoded JSON answer. Errors raise HTTPError."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.server + path, data=data, method=method, headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(req, context=self._ssl(), timeout=30) as r:
+            answer: dict[str, object] = json.loads(r.read() or b"{}")
+            return answer
+
+    def apply(self, collection: str, obj: dict[str, object]) -> None:
+        """Create `obj` in `collection` (an API path) unless it exists already."""
+        try:
+            self.request("POST", collection, obj)
+        except urllib.error.HTTPError as err:
+            if err.code != 409:
+                raise ControlPlaneError(
+                    f"creating {collection}: {err.code} {err.read()[:500]!r}"
+                ) from err
 
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision, so every older resourceVersion answers 410 Gone
@@ -384,8 +467,22 @@ class ControlPlane:
                 str(pki.key("apiserver")),
                 "--client-ca-file",
                 str(pki.ca),
+                # As on a real cluster: kubelets are authorized by the Node authorizer and
+                # confined to their own Node and pods by the NodeRestriction admission plugin.
                 "--authorization-mode",
-                "RBAC",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NodeRestriction",
+                # The apiserver dials a kubelet (logs, exec, port-forward) at an address of its
+                # Node. Ours are loopback IPs in both fields, so no name is ever looked up.
+                "--kubelet-preferred-address-types",
+                "InternalIP,Hostname",
+                "--kubelet-certificate-authority",
+                str(pki.ca),
+                "--kubelet-client-certificate",
+                str(pki.cert("apiserver-kubelet-client")),
+                "--kubelet-client-key",
+                str(pki.key("apiserver-kubelet-client")),
                 "--service-account-key-file",
                 str(self.dir / "pki" / "sa.pub"),
                 "--service-account-signing-key-file",

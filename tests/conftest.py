@@ -1,6 +1,6 @@
 """Session-wide fixtures: a real control plane (kube-apiserver + etcd + controller-manager +
-scheduler on loopback) started once per test session, admin and impersonating API clients, and a
-fresh namespace per test.
+scheduler on loopback) started once per test session, a real kubelet node joined to it on first
+use (`kube_node`), admin and impersonating API clients, and a fresh namespace per test.
 
 Set DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 with KUBECONFIG to run against a cluster you already have
 (`just up`, kind): nothing is started or stopped then, and the few tests that must restart the
@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane
+from controlplane import DEFAULT_DIR, ControlPlane
+from kubenode import TEST_TAINT, KubeNode
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
 from tests.support import Impersonate, wait_for
 
 EXISTING_CLUSTER_ENV = "DYNAMO_SNAPSHOT_EXISTING_CLUSTER"
+# With EXISTING_CLUSTER_ENV: the directory of the `just up` cluster whose node tests use.
+CLUSTER_DIR_ENV = "DYNAMO_SNAPSHOT_CLUSTER_DIR"
 TESTS = Path(__file__).resolve().parent
 
 
@@ -162,3 +165,31 @@ async def namespace(kube_api: ApiClient) -> AsyncIterator[str]:
     finally:
         with contextlib.suppress(client.ApiException):
             await core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def kube_node(kube_cluster: ControlPlane | ExistingCluster) -> Iterator[KubeNode]:
+    """A real node of the session's cluster: a kubelet (the pinned release) on a containerd of its
+    own, Ready, with the pause and workload images imported. It is started on first use and
+    stopped, leaving nothing on the host, at the end of the session.
+
+    Its name is its loopback address (`kube_node.name`, 127.0.0.N). It registers with the taint
+    `TEST_TAINT`, so that only pods that tolerate it (`kubenode.TEST_TOLERATION`) run there and
+    tests that play the kubelet's part for their pods are not disturbed. With
+    DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 it is the node of the `just up` cluster in
+    DYNAMO_SNAPSHOT_CLUSTER_DIR (default .run/cluster), which has no taint."""
+    if isinstance(kube_cluster, ExistingCluster):
+        node = KubeNode.of(ControlPlane.load(Path(os.environ.get(CLUSTER_DIR_ENV, DEFAULT_DIR))))
+        if not node.index or node.pid() is None or not node.ready():
+            pytest.fail(f"no Ready node in {node.dir}: run `./hack/just up` first")
+        yield node
+        return
+    node = KubeNode.of(kube_cluster)
+    node.taints = [TEST_TAINT]
+    try:
+        node.up()
+        yield node
+    finally:
+        problems = node.down()
+        if problems:
+            print(f"kube_node: left behind: {problems}")

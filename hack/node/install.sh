@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the node runtime (containerd >= 2.0, runc, CRIU >= 4.0, busybox-static) from Debian
+# Install the node runtime (containerd >= 2.0, runc, CRIU >= 4.0, busybox-static, CNI plugins) from Debian
 # packages, without touching the system (hack/lib/debs.sh: private apt per suite, `dpkg -x` into
 # the cache). A package already unpacked for its version is reused without any network access.
 #
@@ -27,6 +27,7 @@ main() {
   criu="$(fetch_package CRIU criu yes)"
   runc="$(fetch_package RUNC runc no)"
   busybox="$(fetch_package BUSYBOX busybox-static no)"
+  cni="$(fetch_package CNI containernetworking-plugins no)"
 
   mkdir -p "$NODE_BIN" "$NODE_CACHE/etc"
   # containerd, ctr and the shim run natively. The shim re-executes /proc/self/exe: a symlink is
@@ -38,6 +39,12 @@ main() {
   done
   link "$runc/usr/sbin/runc" "$NODE_BIN/runc"
   link "$busybox/bin/busybox" "$NODE_BIN/busybox"
+  # The CNI plugins a node's containerd runs (node-up.sh links them into its CNI bin directory).
+  mkdir -p "$NODE_CNI_BIN"
+  for b in bridge host-local loopback; do
+    [[ -x "$cni/usr/lib/cni/$b" ]] || die "CNI plugin $b missing from $cni"
+    link "$cni/usr/lib/cni/$b" "$NODE_CNI_BIN/$b"
+  done
 
   # CRIU needs a newer glibc than the host's: run it through the prefix's own loader. runc execs
   # `criu` from PATH (also in RPC `swrk` mode), so the wrapper must be named criu. The config file

@@ -12,6 +12,8 @@ NODE_RUN="${DYNAMO_SNAPSHOT_NODE_RUN:-$NODE_CACHE/run}"
 # The private bin directory: wrappers and links, first on the PATH of containerd (runc and the shim
 # find `criu` and `runc` there).
 NODE_BIN="$NODE_CACHE/bin"
+# CNI plugins (bridge, host-local, loopback), linked into each node's own CNI bin directory.
+NODE_CNI_BIN="$NODE_CACHE/cni-bin"
 CRI_SOCKET="$NODE_RUN/containerd.sock"
 CONTAINERD_PIDFILE="$NODE_RUN/containerd.pid"
 # Image references of the images built by hack/images; `localhost/` so that nothing tries a registry.

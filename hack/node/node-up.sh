@@ -38,9 +38,10 @@ else
     log "cleaning up the stale run directory $NODE_RUN"
     NODE_LOCK_HELD=1 "$HACK_NODE_DIR/node-down.sh"
   fi
-  mkdir -p "$NODE_RUN"/{etc,log,cni/bin,cni/net.d,cdi,etc/certs.d}
+  mkdir -p "$NODE_RUN"/{etc,log,cni/net.d,cdi,etc/certs.d}
   chmod 0711 "$NODE_RUN"
-  sed -e "s|@RUN@|$NODE_RUN|g" -e "s|@NODE_BIN@|$NODE_BIN|g" -e "s|@PAUSE_IMAGE@|$PAUSE_IMAGE|g" \
+  sed -e "s|@RUN@|$NODE_RUN|g" -e "s|@NODE_BIN@|$NODE_BIN|g" -e "s|@NODE_CNI_BIN@|$NODE_CNI_BIN|g" \
+    -e "s|@PAUSE_IMAGE@|$PAUSE_IMAGE|g" \
     "$HACK_NODE_DIR/containerd.toml.in" >"$NODE_RUN/etc/containerd.toml"
   log "starting containerd (log: $NODE_RUN/log/containerd.log)"
   # A clean environment with the private bin directory first: the shim and runc inherit it and
