@@ -135,7 +135,8 @@ def local_node(kubeconfig: Path) -> LocalNode | None:
     if not (cluster_dir / "node" / "state.json").is_file():
         return None
     from controlplane import ControlPlane
-    from kubenode import CACHE, KubeNode
+    from kubenode import KubeNode
+    from nodehost import CACHE
 
     node = KubeNode.of(ControlPlane.load(cluster_dir))
     if not node.index:
@@ -298,12 +299,29 @@ def wait_ready(kubectl: Kubectl, timeout: float, out: Callable[[str], None] = pr
             events = kubectl(
                 "get", "events", "-n", SYSTEM_NAMESPACE, "--sort-by=.lastTimestamp", check=False
             )
-            tail = "\n".join(events.splitlines()[-15:])
+            tail = "\n".join(events.splitlines()[-15:]) + _crash_logs(kubectl)
             raise DeployError(
                 f"not Ready after {timeout:.0f} s: {line}\n"
                 f"last events in {SYSTEM_NAMESPACE}:\n{tail}"
             )
         time.sleep(1.0)
+
+
+def _crash_logs(kubectl: Kubectl) -> str:
+    """The last lines of every container that is not Ready: usually the one-line reason."""
+    out = []
+    for p in kubectl.json("get", "pods", "-n", SYSTEM_NAMESPACE)["items"]:
+        for s in p.get("status", {}).get("containerStatuses", []):
+            if s.get("ready"):
+                continue
+            name = p["metadata"]["name"]
+            previous = "--previous" if s.get("restartCount", 0) else "--tail=5"
+            log = kubectl(
+                "logs", "-n", SYSTEM_NAMESPACE, name, "-c", s["name"], previous, check=False
+            )
+            lines = "\n      ".join(log.strip().splitlines()[-5:])
+            out.append(f"\n  {name}/{s['name']}:\n      {lines}")
+    return "".join(out)
 
 
 # ----- up and down ----------------------------------------------------------------------------
