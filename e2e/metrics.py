@@ -1,12 +1,15 @@
-"""Reading the components' /metrics as any client of the cluster can: through the apiserver's pod
-proxy (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/metrics`), on the port the pod names
-`metrics`. On the local cluster the pods use the host network, so the apiserver dials the node's
-loopback address: nothing leaves the machine."""
+"""Reading the components' /metrics on the port the pod names `metrics`: through the apiserver's
+pod proxy (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/metrics`) as any client of a cluster
+can, or, on the local cluster, directly: its pods use the host network of a node whose address is
+loopback (127.0.0.N), which the apiserver refuses to proxy to ("address not allowed"), and which
+this machine reaches without leaving it."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import urllib.request
 from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +38,10 @@ def scrape(cluster: KubectlLike, pod: Obj) -> str:
         if p.get("name") == "metrics"
     )
     name = pod["metadata"]["name"]
+    ip = ipaddress.ip_address(pod["status"]["podIP"])
+    if ip.is_loopback:
+        with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
     return cluster.kubectl(
         "get", "--raw", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/pods/{name}:{port}/proxy/metrics"
     )
