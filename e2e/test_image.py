@@ -97,6 +97,9 @@ def test_criu_4_is_in_the_image(rootfs: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     version = proc.stdout.split("Version:")[1].split()[0]
     assert int(version.split(".")[0]) >= 4, proc.stdout
+    # What CRIU itself executes: tar and gzip to dump a tmpfs (/dev/shm of every checkpoint pod).
+    for tool in ("tar", "gzip"):
+        assert _chroot(rootfs, tool, "--version").returncode == 0, tool
     # CRIU's network lock must not need iptables-restore, which these hosts lack.
     assert "network-lock nftables" in (rootfs / "etc/criu/default.conf").read_text()
 
