@@ -209,6 +209,7 @@ def adapt_to_local(objs: list[Obj], node: LocalNode, apiserver: str, image_diges
             _host_volume(obj, "runtime-run", node.cri_run)
             _host_volume(obj, "runtime-root", node.containerd_root)
             _host_volume(obj, "checkpoints", node.checkpoints)
+            _host_volume(obj, "kubelet-pods", node.kubelet_root / "pods")
             # Checkpoint Job pods name their seccomp profile relative to the kubelet's root.
             _host_volume(obj, "host-seccomp", node.seccomp_root, same_path=False)
 
