@@ -25,10 +25,12 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -232,6 +234,7 @@ class KubeNode:
     # Taints the Node registers with (only on its first registration in a cluster).
     taints: list[dict[str, str]] = attrs.field(factory=list)
     _child: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
+    _last_checkpoint_second: int = attrs.field(default=0, init=False)
 
     @classmethod
     def of(cls, cluster: ControlPlane) -> KubeNode:
@@ -538,6 +541,22 @@ class KubeNode:
         """Load an OCI image-layout or docker-archive tarball into the kubelet's containerd, for
         pods with `imagePullPolicy: Never` (the pause and workload images are already there)."""
         self.ctr("images", "import", str(tarball))
+
+    def checkpoint(self, namespace: str, pod: str, container: str, timeout: float = 300) -> Path:
+        """Checkpoint a running container through the kubelet's own API (KEP-2008), as a user
+        would without this project, with the admin certificate; the archive's path. Its name has
+        one-second resolution (a second call within the same second would overwrite the first
+        archive), so a call waits for the next second when the previous one was in this one."""
+        while int(time.time()) == self._last_checkpoint_second:
+            time.sleep(0.01)
+        url = f"{self.url}/checkpoint/{namespace}/{pod}/{container}?timeout={int(timeout)}"
+        ctx = ssl.create_default_context(cafile=str(self.cluster.pki.ca))
+        ctx.load_cert_chain(str(self.cluster.pki.cert("admin")), str(self.cluster.pki.key("admin")))
+        request = urllib.request.Request(url, method="POST")
+        self._last_checkpoint_second = int(time.time())
+        with urllib.request.urlopen(request, context=ctx, timeout=timeout + 30) as r:
+            items = json.loads(r.read())["items"]
+        return Path(items[0])
 
     def empty_dir(self, pod_uid: str, volume: str) -> Path:
         """Where an emptyDir volume of a pod on this node lives on the host."""

@@ -45,8 +45,11 @@ HOST_PATHS = (
 FIRST_INDEX, LAST_INDEX = 2, 250  # 127.0.0.1 stays the control plane's
 
 
-def read_sysctls() -> dict[str, str]:
-    return {k: (Path("/proc/sys") / k).read_text().strip() for k in SYSCTLS}
+PROC_SYS = Path("/proc/sys")
+
+
+def read_sysctls(proc_sys: Path = PROC_SYS) -> dict[str, str]:
+    return {k: (proc_sys / k).read_text().strip() for k in SYSCTLS}
 
 
 @attrs.define
@@ -57,14 +60,16 @@ class HostState:
     absent: list[str]
 
     @classmethod
-    def capture(cls) -> HostState:
-        return cls(sysctls=read_sysctls(), absent=[p for p in HOST_PATHS if not os.path.lexists(p)])
+    def capture(cls, proc_sys: Path, paths: tuple[str, ...]) -> HostState:
+        return cls(
+            sysctls=read_sysctls(proc_sys), absent=[p for p in paths if not os.path.lexists(p)]
+        )
 
-    def restore(self) -> list[str]:
+    def restore(self, proc_sys: Path) -> list[str]:
         """Put the sysctls back and remove the paths that did not exist; the problems found."""
         problems = []
         for key, value in self.sysctls.items():
-            path = Path("/proc/sys") / key
+            path = proc_sys / key
             try:
                 if path.read_text().strip() != value:
                     path.write_text(value + "\n")
@@ -80,9 +85,12 @@ class HostState:
 
 @attrs.define
 class Registry:
-    """Our kubelets on this machine: one file per index naming the node's directory."""
+    """Our kubelets on this machine: one file per index naming the node's directory. The host's
+    sysctls and paths are parameters only so that a unit test can point them at a stand-in."""
 
     root: Path = REGISTRY
+    proc_sys: Path = PROC_SYS
+    host_paths: tuple[str, ...] = HOST_PATHS
 
     @property
     def host_state_file(self) -> Path:
@@ -118,9 +126,10 @@ class Registry:
         known = self.index_of(node_dir)
         if known is not None:
             return known
+        self.root.mkdir(parents=True, exist_ok=True)
         taken = self.entries()
         if not taken:
-            state = HostState.capture()
+            state = HostState.capture(self.proc_sys, self.host_paths)
             self.host_state_file.write_text(json.dumps(attrs.asdict(state), indent=2))
         for n in range(FIRST_INDEX, LAST_INDEX + 1):
             if n not in taken:
@@ -134,7 +143,7 @@ class Registry:
         if self.entries() or not self.host_state_file.exists():
             return []
         state = HostState(**json.loads(self.host_state_file.read_text()))
-        problems = state.restore()
+        problems = state.restore(self.proc_sys)
         if not problems:
             self.host_state_file.unlink()
         return problems

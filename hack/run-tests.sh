@@ -60,7 +60,7 @@ if ((${#e2e_tests[@]})); then
   }
   if python hack/controlplane.py up --dir "$cluster" >/dev/null &&
     python hack/kubenode.py up --dir "$cluster" >/dev/null; then
-    KUBECONFIG="$cluster/admin.kubeconfig" DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 \
+    KUBECONFIG="$cluster/admin.kubeconfig" DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 DYNAMO_SNAPSHOT_CLUSTER_DIR="$cluster" \
       run_tier e2e e2e e2e || status=1
   else
     echo "run-tests: the e2e cluster did not come up" >&2
