@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.dynamocheckpoint import DynamoCheckpoint
+from dynamo_snapshot.runtime import set_controller_reference
 
 JSON = dict[str, Any]
 
@@ -59,18 +60,6 @@ def validate_job_name(name: str) -> None:
             f"DNS-1123 label of at most {_MAX_NAME} characters",
             c.REASON_INVALID_CHECKPOINT_ID,
         )
-
-
-def owner_reference(checkpoint: DynamoCheckpoint) -> JSON:
-    """Controller reference to the DynamoCheckpoint (garbage collection deletes what it owns)."""
-    return {
-        "apiVersion": c.API_VERSION,
-        "kind": c.KIND_DYNAMO_CHECKPOINT,
-        "name": checkpoint.metadata.name,
-        "uid": checkpoint.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _set_env_default(container: JSON, name: str, value: str) -> None:
@@ -167,14 +156,13 @@ def build_job(
         security.setdefault(
             "seccompProfile", {"type": "Localhost", "localhostProfile": seccomp_profile}
         )
-    return {
+    job: JSON = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": checkpoint.metadata.namespace,
             "labels": {c.LABEL_SNAPSHOT_OWNER: owner, c.LABEL_CHECKPOINT_ID: checkpoint_id},
-            "ownerReferences": [owner_reference(checkpoint)],
         },
         "spec": {
             "backoffLimit": 0,
@@ -182,3 +170,5 @@ def build_job(
             "template": template,
         },
     }
+    # Garbage collection deletes the Job with its DynamoCheckpoint; owns() maps its events back.
+    return set_controller_reference(checkpoint.to_dict(), job)

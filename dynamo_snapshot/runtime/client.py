@@ -42,6 +42,9 @@ _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
 
+WATCH_IDLE_TIMEOUT = 90.0
+"""Seconds without a byte after which a watch stream is considered dead (see ``watch``)."""
+
 
 class RawList(msgspec.Struct):
     """A list response whose items are undecoded JSON (zero-copy slices of the body)."""
@@ -157,6 +160,7 @@ class Client:
         body: Any = None,
         content_type: str | None = None,
         raw: bool = False,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         data = None if body is None else orjson.dumps(body)
         headers = await self._headers(content_type or (_JSON if data is not None else None))
@@ -167,7 +171,7 @@ class Client:
                 params=params or None,
                 data=data,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=timeout or self._timeout,
                 **self._request_kwargs(),
             ) as resp:
                 payload = await resp.read()
@@ -226,15 +230,29 @@ class Client:
         limit: int | None = None,
         continue_: str | None = None,
         resource_version: str | None = None,
+        idle_timeout: float | None = 60.0,
     ) -> RawList:
         """Like ``list``, but the items stay undecoded JSON slices of the response body.
+
+        No total timeout: an unpaged list (the server ignores ``limit`` at resourceVersion "0")
+        of a large resource may take longer than any fixed bound, and a reflector whose list
+        always times out never syncs. A read that stalls for ``idle_timeout`` seconds still
+        fails.
 
         A list at resourceVersion "0" is answered from the watch cache and ignores ``limit``, so
         an informer's first list can be tens of MB. Decoding it whole makes every object a dict
         at once (about 5x the JSON), and Python keeps that heap after the dicts are freed; the
         reflector decodes one item at a time instead."""
         params = _list_params(label_selector, field_selector, limit, continue_, resource_version)
-        payload = await self._request("GET", resource.path(namespace), params=params, raw=True)
+        payload = await self._request(
+            "GET",
+            resource.path(namespace),
+            params=params,
+            raw=True,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._timeout.total, sock_read=idle_timeout
+            ),
+        )
         result: RawList = _RAW_LIST_DECODER.decode(payload)
         return result
 
@@ -367,11 +385,18 @@ class Client:
         field_selector: str | None = None,
         timeout_seconds: int | None = None,
         allow_bookmarks: bool = True,
+        idle_timeout: float | None = WATCH_IDLE_TIMEOUT,
     ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """Stream ``(type, object)`` events: ADDED, MODIFIED, DELETED, BOOKMARK.
 
         Ends when the server closes the stream (``timeout_seconds``). An ``ERROR`` event raises
         its typed error. Close the iterator (``contextlib.aclosing``) when stopping early.
+
+        ``idle_timeout``: a stream that delivers no byte for that long is treated as dead
+        (``aiohttp.ServerTimeoutError``, a ``TimeoutError``). With bookmarks the server writes
+        about once a minute even when nothing changes, so the default of 90 s notices a
+        connection that died silently (a NAT or load balancer dropping it) within 90 s instead
+        of when the server-side timeout would have ended it, 5 to 10 minutes later.
         """
         params: dict[str, str] = {"watch": "true"}
         if resource_version is not None:
@@ -385,12 +410,10 @@ class Client:
         if allow_bookmarks:
             params["allowWatchBookmarks"] = "true"
         headers = await self._headers(None)
-        # No total timeout: the stream is long-lived by design. A read timeout a little past the
-        # server's own still catches a connection that died silently.
+        # No total timeout: the stream is long-lived by design. The read timeout is per read:
+        # it fires only when nothing at all arrived for that long.
         timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self._timeout.total,
-            sock_read=(timeout_seconds + 30) if timeout_seconds else None,
+            total=None, sock_connect=self._timeout.total, sock_read=idle_timeout
         )
         try:
             resp = await self._session.request(

@@ -8,10 +8,11 @@ to the API server in the background. As with client-go's event broadcaster:
 * **Never blocks, never grows without bound.** When the buffer is full, new events are dropped
   (and counted in ``dropped``); losing an Event is better than stalling a reconcile or the process
   running out of memory.
-* **Aggregated.** An event identical to one already sent (same object, type, reason, message and
-  component) is not created again: the existing Event's ``count`` is bumped and its
-  ``lastTimestamp`` moved, so a reconcile loop that fails every 5 minutes for a day leaves one
-  Event with ``count: 288``, not 288 Events.
+* **Aggregated.** An event identical to one already sent (same object by kind, namespace, name,
+  uid and apiVersion, and the same type, reason, message, component and host; client-go's
+  ``getEventKey``, which ignores the object's resourceVersion) is not created again: the
+  existing Event's ``count`` is bumped and its ``lastTimestamp`` moved, so a reconcile loop
+  that fails every 5 minutes for a day leaves one Event with ``count: 288``, not 288 Events.
 * **Spam-filtered.** Each object may emit a burst of 25 events, then one every 5 minutes.
 
 Events are core ``v1`` Events (what ``kubectl describe`` and ``kubectl get events`` show), written
@@ -62,6 +63,26 @@ class _Sent:
     name: str
     namespace: str
     count: int
+
+
+def _aggregation_key(ev: _Pending, host: str) -> tuple[str, ...]:
+    """client-go's ``getEventKey``: the same event about the same object (by kind, namespace,
+    name, uid and apiVersion) from the same source. Not the object's resourceVersion: a
+    reconcile that fails the same way after every change of the object must still aggregate."""
+    inv = ev.involved
+    return (
+        ev.component,
+        host,
+        str(inv.get("kind", "")),
+        str(inv.get("namespace", "")),
+        str(inv.get("name", "")),
+        str(inv.get("fieldPath", "")),
+        str(inv.get("uid", "")),
+        str(inv.get("apiVersion", "")),
+        ev.type,
+        ev.reason,
+        ev.message,
+    )
 
 
 def _timestamp(t: float) -> str:
@@ -140,7 +161,7 @@ class EventBroadcaster:
         self._refill = refill_seconds
         self._pending: deque[_Pending] = deque()
         self._wakeup: anyio.Event | None = None
-        self._sent: OrderedDict[tuple[Any, ...], _Sent] = OrderedDict()
+        self._sent: OrderedDict[tuple[str, ...], _Sent] = OrderedDict()
         self._tokens: OrderedDict[tuple[str, ...], tuple[float, float]] = OrderedDict()
         self._stopping = False
         self.dropped = 0
@@ -195,13 +216,7 @@ class EventBroadcaster:
                 await self._wakeup.wait()
 
     async def _send(self, ev: _Pending) -> None:
-        key = (
-            tuple(sorted(ev.involved.items())),
-            ev.type,
-            ev.reason,
-            ev.message,
-            ev.component,
-        )
+        key = _aggregation_key(ev, self.host)
         try:
             prior = self._sent.get(key)
             if prior is not None:

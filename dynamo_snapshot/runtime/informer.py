@@ -15,10 +15,18 @@ Semantics follow client-go's shared informer:
 * After a relist (the first list, or a recovery from 410 Gone), the store equals the fresh list.
   Objects that vanished while the watch was down are announced with ``on_delete`` of a
   :class:`DeletedFinalStateUnknown` tombstone carrying the last state we knew. Objects whose
-  resourceVersion changed are announced as updates; unchanged ones are not announced.
+  resourceVersion changed are announced as updates; unchanged ones are not announced. (client-go
+  announces every listed object again; a relist follows a watch failure, and re-announcing
+  thousands of unchanged objects then would cost a reconcile each for no new information. A
+  controller that wants periodic re-checks asks for ``resync_period``.) A relist yields to the
+  event loop every ``yield_every`` objects, so it never holds the loop for long.
 * ``has_synced()`` turns true once the first list is in the store.
 * With ``resync_period``, every handler periodically receives ``on_update(obj, obj)`` for every
-  cached object (the hook controllers use to re-check the world).
+  cached object (the hook controllers use to re-check the world), also yielding as it goes.
+* A delete for a key the store does not hold is not announced (as in client-go).
+* An object the transform or an index function rejects (raises) is skipped: logged with its
+  key, counted (``on_skip``; the manager's ``informer_skipped_objects_total``), and the sync goes
+  on. Before, the exception failed the whole relist, which then repeated forever.
 * A handler added after the informer has synced first receives ``on_add`` for every cached object.
 
 Handlers are synchronous and must not block: they typically put a key on a work queue. An
@@ -32,10 +40,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .backoff import Backoff
-from .client import Client
+from .client import WATCH_IDLE_TIMEOUT, Client
 from .reflector import Reflector
 from .resource import Resource
 from .store import (
@@ -138,6 +147,8 @@ class SharedInformer:
         backoff: Backoff | None = None,
         page_size: int = 500,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
+        yield_every: int = 256,
         on_skip: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.resource = resource
@@ -161,9 +172,13 @@ class SharedInformer:
             page_size=page_size,
             backoff=backoff,
             watch_timeout_range=watch_timeout_range,
+            watch_idle_timeout=watch_idle_timeout,
         )
         self._handlers: list[EventHandler] = []
         self._on_skip = on_skip
+        self.yield_every = yield_every
+        """Objects handled between two turns of the event loop in a relist or resync (0: never
+        yield, the old behaviour the loop-stall benchmark compares against)."""
         self.skipped = 0
         self._synced = False
         # Created lazily: an anyio.Event can only be made inside a running event loop, and
@@ -252,11 +267,17 @@ class SharedInformer:
         while True:
             await anyio.sleep(period)
             if self._synced and self._handlers:
-                self.resync()
+                await self.resync()
 
-    def resync(self) -> None:
-        """Deliver ``on_update(obj, obj)`` for every cached object to every handler."""
-        for obj in self.store.list():
+    async def resync(self) -> None:
+        """Deliver ``on_update(obj, obj)`` for every cached object to every handler, decoding one
+        object at a time and yielding to the loop every ``yield_every`` objects."""
+        for i, key in enumerate(self.store.keys()):
+            if self.yield_every and i % self.yield_every == self.yield_every - 1:
+                await anyio.lowlevel.checkpoint()
+            obj = self.store.get(key)  # None if deleted meanwhile
+            if obj is None:
+                continue
             for h in tuple(self._handlers):
                 self._call(h.on_update, obj, obj)
 
@@ -297,12 +318,18 @@ class SharedInformer:
         for h in tuple(self._handlers):
             self._call(h.on_delete, obj)
 
-    def _replace(self, items: Iterable[dict[str, Any]]) -> None:
+    async def _replace(self, items: Iterable[dict[str, Any]]) -> None:
         # One pass over a lazily decoded list: each object is stored (as compact bytes) and
         # announced before the next is decoded, so the list never exists as dicts all at once.
+        # Every `yield_every` objects the loop gets a turn: a 50k-object relist is seconds of
+        # work, and holding the loop that long stalls lease renewal, probes and other watches.
         store = self.store
         seen: set[str] = set()
+        n = 0
         for item in items:
+            n += 1
+            if self.yield_every and n % self.yield_every == 0:
+                await anyio.lowlevel.checkpoint()
             key = _safe_key(item)
             seen.add(key)
             try:
@@ -322,13 +349,14 @@ class SharedInformer:
             if cached_rv is None:
                 for h in tuple(self._handlers):
                     self._call(h.on_add, obj)
-            else:
-                if old is not None:
-                    for h in tuple(self._handlers):
-                        self._call(h.on_update, old, obj)
+            elif old is not None:
+                for h in tuple(self._handlers):
+                    self._call(h.on_update, old, obj)
         # Deletes that happened while we were not watching: announce them as tombstones.
-        for key in store.keys():  # noqa: SIM118 (a copy: we delete while iterating)
-            if key not in seen:
+        for i, key in enumerate(store.keys()):
+            if self.yield_every and i % self.yield_every == self.yield_every - 1:
+                await anyio.lowlevel.checkpoint()
+            if key not in seen and key in store:
                 last = store.delete(key)
                 if last is not None:
                     tomb = DeletedFinalStateUnknown(key, last)
@@ -357,8 +385,8 @@ class _Sink:
 
     informer: SharedInformer
 
-    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
-        self.informer._replace(items)
+    async def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
+        await self.informer._replace(items)
 
     def added(self, obj: dict[str, Any]) -> None:
         self.informer._upsert(obj)

@@ -29,7 +29,6 @@ Every task belongs to a task group under ``run``; when ``run`` returns, nothing 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,6 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 import attrs
-from aiohttp import web
 from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -47,6 +45,7 @@ from .cache import CacheSyncTimeout, InformerCache
 from .client import Client
 from .clock import Clock, RealClock
 from .events import EventBroadcaster, EventRecorder
+from .httpserve import HealthCheck, HttpServers, parse_bind_address, serve_http
 from .kubeclient import KubeClient
 from .leaderelection import LeaderElectionLost, LeaderElector
 from .metrics import Metrics
@@ -57,8 +56,6 @@ from .store import IndexFunc
 __all__ = ["Manager", "ManagerOptions", "Runnable", "parse_bind_address"]
 
 log = logging.getLogger(__name__)
-
-HealthCheck = Callable[[], bool]
 
 
 class Runnable(Protocol):
@@ -100,18 +97,6 @@ class ManagerOptions:
     global_tracer_provider: bool = False
     """Install the manager's tracer provider as OpenTelemetry's process-global one, so that
     gRPC and aiohttp instrumentations report through it."""
-
-
-def parse_bind_address(addr: str) -> tuple[str, int] | None:
-    """``":8080"`` → ``("0.0.0.0", 8080)``; ``"[::1]:0"`` → ``("::1", 0)``; ``"0"`` → None."""
-    addr = addr.strip()
-    if addr in ("0", ""):
-        return None
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        raise ValueError(f"bind address {addr!r} is not host:port")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 @attrs.define
@@ -184,7 +169,7 @@ class Manager:
         self._stop_scopes: set[anyio.CancelScope] = set()
         self._running = False
         self._errors: list[BaseException] = []
-        self._runners: list[web.AppRunner] = []
+        self._http: HttpServers | None = None
         self.metrics_address: tuple[str, int] | None = None
         self.health_address: tuple[str, int] | None = None
 
@@ -243,7 +228,15 @@ class Manager:
             self._stop.set()
         try:
             # Before any task starts, so that a taken port fails run() with a plain OSError.
-            await self._serve_http()
+            self._http = await serve_http(
+                self.options.metrics_bind_address,
+                self.options.health_probe_bind_address,
+                self.metrics,
+                self._healthz,
+                self._readyz,
+            )
+            self.metrics_address = self._http.metrics_address
+            self.health_address = self._http.health_address
             async with anyio.create_task_group() as root:
                 if self.options.handle_signals:
                     root.start_soon(self._signals, root.cancel_scope, name="signals")
@@ -256,8 +249,8 @@ class Manager:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                for runner in self._runners:
-                    await runner.cleanup()
+                if self._http is not None:
+                    await self._http.close()
                 if self._own_provider:
                     await tracing.shutdown(self.tracer_provider)
         if self._errors:
@@ -307,11 +300,6 @@ class Manager:
                 self._stop_scopes.discard(scope)
         return False
 
-    async def _hold_lease(self) -> None:
-        assert self.elector is not None
-        with contextlib.suppress(LeaderElectionLost):
-            await self.elector.hold()
-
     async def _run_workload(self) -> None:
         assert self._stop is not None
         timeout = self.options.cache_sync_timeout
@@ -329,30 +317,59 @@ class Manager:
             leaders = [s for s in self._slots if s.runnable.need_leader_election]
             for slot in followers:
                 self._start_slot(tg, slot)
-            lost = False
             if self.elector is not None and leaders:
                 if await self._until_stop(self.elector.acquire):
-                    self.metrics.set_leader(self.elector.name, True)
-                    for slot in leaders:
-                        self._start_slot(tg, slot)
-                    # Returns when renewal failed for the renew deadline (True), or on stop.
-                    lost = await self._until_stop(self._hold_lease)
+                    await self._lead(tg, leaders)
+                    return
             else:
                 for slot in leaders:
                     self._start_slot(tg, slot)
                 await self._until_stop(self._stop.wait)
-            if lost:
+            await self._shutdown_runnables()
+
+    async def _lead(self, tg: anyio.abc.TaskGroup, leaders: list[_Slot]) -> None:
+        """Run the leader-only runnables while renewing the Lease, until stop or loss.
+
+        The renewal runs in its own task for as long as any leader runnable may still act: a
+        graceful shutdown waits up to ``graceful_shutdown_timeout`` for reconciles in flight, and
+        a Lease left unrenewed meanwhile would let a standby take over while they still write
+        (two leaders). Only once every runnable has stopped is the renewal ended and the Lease
+        released."""
+        assert self.elector is not None
+        elector = self.elector
+        self.metrics.set_leader(elector.name, True)
+        lost = anyio.Event()
+
+        async def renew() -> None:
+            try:
+                await elector.hold()
+            except LeaderElectionLost as err:
                 # Another replica may take over any moment now: stop acting at once.
                 for slot in leaders:
                     slot.scope.cancel()
                 self._errors.append(
                     LeaderElectionLost(f"lost leader lease {self.options.leader_election_id}")
                 )
+                log.error("%s", err)
+                lost.set()
+
+        renewal = anyio.CancelScope()
+
+        async def run_renewal() -> None:
+            with renewal:
+                await renew()
+
+        tg.start_soon(run_renewal, name="leader lease renewal")
+        for slot in leaders:
+            self._start_slot(tg, slot)
+        await self._until_stop(lost.wait)
+        try:
             await self._shutdown_runnables()
-            if self.elector is not None:
-                if self.elector.is_leader:
-                    await self.elector.release(timeout=self.options.renew_deadline)
-                self.metrics.set_leader(self.elector.name, False)
+        finally:
+            renewal.cancel()
+            if elector.is_leader:
+                await elector.release(timeout=self.options.renew_deadline)
+            self.metrics.set_leader(elector.name, False)
 
     def _start_slot(self, tg: anyio.abc.TaskGroup, slot: _Slot) -> None:
         slot.started = True
@@ -371,66 +388,29 @@ class Manager:
             slot.done.set()
 
     async def _shutdown_runnables(self) -> None:
-        """Stop every runnable; give them the graceful timeout, then cancel what is left."""
+        """Stop every runnable; give them the graceful timeout (on the manager's clock), then
+        cancel what is left. A second signal cancels the wait itself."""
         started = [slot for slot in self._slots if slot.started]
         for slot in started:
             slot.runnable.stop()
-        with anyio.move_on_after(self.options.graceful_shutdown_timeout, shield=True) as scope:
+        all_done = anyio.Event()
+
+        async def wait_all() -> None:
             for slot in started:
                 await slot.done.wait()
-        if scope.cancelled_caught:
+            all_done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_all)
+            finished = await self.clock.wait(all_done, self.options.graceful_shutdown_timeout)
+            tg.cancel_scope.cancel()
+        if not finished:
             log.warning(
                 "graceful shutdown timed out after %gs; cancelling reconciles in flight",
                 self.options.graceful_shutdown_timeout,
             )
         for slot in self._slots:
             slot.scope.cancel()
-
-    # -- HTTP -------------------------------------------------------------------------------
-
-    async def _serve_http(self) -> None:
-        metrics_at = parse_bind_address(self.options.metrics_bind_address)
-        health_at = parse_bind_address(self.options.health_probe_bind_address)
-        servers: dict[tuple[str, int], web.Application] = {}
-        if metrics_at is not None:
-            servers.setdefault(metrics_at, web.Application()).router.add_get(
-                "/metrics", self._metrics_handler
-            )
-        if health_at is not None:
-            app = servers.setdefault(health_at, web.Application())
-            app.router.add_get("/healthz", self._check_handler(self._healthz))
-            app.router.add_get("/readyz", self._check_handler(self._readyz))
-        for (host, port), app in servers.items():
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            self._runners.append(runner)
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound = runner.addresses[0]
-            address = (str(bound[0]), int(bound[1]))
-            if (host, port) == metrics_at:
-                self.metrics_address = address
-            if (host, port) == health_at:
-                self.health_address = address
-            log.info("serving http on %s:%d", *address)
-
-    async def _metrics_handler(self, request: web.Request) -> web.Response:
-        body, content_type = self.metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
-    def _check_handler(self, checks: dict[str, HealthCheck]) -> Callable[[web.Request], Any]:
-        async def handler(request: web.Request) -> web.Response:
-            lines, ok = [], True
-            for name, check in checks.items():
-                try:
-                    passed = bool(check())
-                except Exception:
-                    passed = False
-                ok = ok and passed
-                lines.append(f"[{'+' if passed else '-'}]{name} {'ok' if passed else 'failed'}")
-            lines.append("ok" if ok else "check failed")
-            # With ?verbose (as the apiserver's probes) list every check; else the summary.
-            text = "\n".join(lines) if "verbose" in request.query or not ok else "ok"
-            return web.Response(status=200 if ok else 500, text=text + "\n")
-
-        return handler
+        # Wait until the cancelled ones have unwound too: only then may the Lease be released.
+        for slot in started:
+            await slot.done.wait()

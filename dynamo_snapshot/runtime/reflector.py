@@ -14,6 +14,8 @@ bookkeeping and the failure handling, following client-go's reflector:
 * A watch answered 410 Gone (the resourceVersion was compacted away) ends the watch and relists
   from the last resourceVersion. Only when the *list* itself answers 410 does the reflector fall
   back to ``""`` (a consistent read of the latest state).
+* A watch that receives nothing (not even a bookmark) for ``watch_idle_timeout`` (90 s) is
+  considered dead and resumed, like a connection failure.
 * A connection failure or a 429 while watching backs off, then resumes the watch. Any other
   failure backs off, then relists. Backoff is exponential with jitter, 0.8 s up to 30 s, reset
   after two healthy minutes (:class:`~dynamo_snapshot.runtime.backoff.Backoff`).
@@ -37,7 +39,7 @@ import msgspec
 import orjson
 
 from .backoff import Backoff
-from .client import Client
+from .client import WATCH_IDLE_TIMEOUT, Client
 from .errors import ApiError, Gone
 from .resource import Resource
 
@@ -53,7 +55,7 @@ _SHORT_WATCH_S = 1.0
 class ReflectorSink(Protocol):
     """Where a reflector delivers what it learns (the informer implements this)."""
 
-    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
+    async def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         """The complete current state, from a list (decoded lazily: iterate it once)."""
 
     def added(self, obj: dict[str, Any]) -> None: ...
@@ -101,6 +103,7 @@ class Reflector:
         backoff: Backoff | None = None,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
         rand: Callable[[float, float], float] = random.uniform,
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -111,6 +114,7 @@ class Reflector:
         self.page_size = page_size
         self.backoff = backoff or Backoff()
         self.watch_timeout_range = watch_timeout_range
+        self.watch_idle_timeout = watch_idle_timeout
         self._rand = rand
         self.stats = ReflectorStats()
         self.last_sync_resource_version = ""
@@ -192,7 +196,7 @@ class Reflector:
         self._rv_unavailable = False
         # Items are decoded one at a time as the sink consumes them, so the whole list never
         # exists as dicts at once (see Client.list_raw).
-        self.sink.replace(self._decoded(raw_items), list_rv)
+        await self.sink.replace(self._decoded(raw_items), list_rv)
         self.last_sync_resource_version = list_rv
 
     def _decoded(self, raw_items: list[msgspec.Raw]) -> Iterator[dict[str, Any]]:
@@ -261,6 +265,7 @@ class Reflector:
             field_selector=self.field_selector,
             timeout_seconds=timeout,
             allow_bookmarks=True,
+            idle_timeout=self.watch_idle_timeout,
         )
         async with contextlib.aclosing(stream):
             async for etype, obj in stream:

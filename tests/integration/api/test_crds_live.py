@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.api.crds_fixture import Kubectl, install_crds
+
+
+def _resource_versions(cluster: Kubectl, names: list[str]) -> dict[str, str]:
+    out = cluster.kubectl("get", *(f"crd/{n}" for n in names), "-o", "json").stdout
+    items = json.loads(out)["items"]
+    return {item["metadata"]["name"]: item["metadata"]["resourceVersion"] for item in items}
 
 
 def test_crds_are_established_and_install_is_idempotent(
@@ -13,5 +21,8 @@ def test_crds_are_established_and_install_is_idempotent(
         "podsnapshotcontents.nvidia.com",
         "podsnapshots.nvidia.com",
     ]
-    # A second install changes nothing and still succeeds.
-    assert install_crds(kube_cluster) == crds
+    before = _resource_versions(kube_cluster, crds)
+    assert sorted(before) == sorted(crds)
+    # A second install succeeds and writes nothing: no CRD gets a new resourceVersion.
+    install_crds(kube_cluster)
+    assert _resource_versions(kube_cluster, crds) == before

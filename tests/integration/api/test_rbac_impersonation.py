@@ -53,20 +53,19 @@ EXPECTED: dict[str, Grant] = {
         **EVENTS,
     },
     CHECKPOINT: {
-        ("nvidia.com", "dynamocheckpoints"): _g("get", "list", "watch", "patch", "update"),
-        ("nvidia.com", "dynamocheckpoints/status"): _g("get", "patch", "update"),
+        ("nvidia.com", "dynamocheckpoints"): _g("list", "watch", "patch"),
+        ("nvidia.com", "dynamocheckpoints/status"): _g("patch"),
         ("nvidia.com", "dynamocheckpoints/finalizers"): _g("update"),
         ("batch", "jobs"): _g("get", "list", "watch", "create", "delete"),
-        ("", "pods"): _g("get", "list", "watch"),
-        ("nvidia.com", "podsnapshots"): _g("get", "list", "watch", "create"),
+        ("", "pods"): _g("list", "watch"),
+        ("nvidia.com", "podsnapshots"): _g("get", "list", "watch", "create", "delete"),
         **EVENTS,
     },
     PODSNAPSHOT: {
-        ("nvidia.com", "podsnapshots"): _g("get", "list", "watch", "patch", "update"),
-        ("nvidia.com", "podsnapshots/status"): _g("get", "patch", "update"),
-        ("nvidia.com", "podsnapshots/finalizers"): _g("update"),
+        ("nvidia.com", "podsnapshots"): _g("get", "list", "watch", "patch"),
+        ("nvidia.com", "podsnapshots/status"): _g("patch"),
         ("nvidia.com", "podsnapshotcontents"): _g("get", "list", "watch", "create", "delete"),
-        ("", "pods"): _g("get", "list", "watch"),
+        ("", "pods"): _g("get"),
         **EVENTS,
     },
 }
@@ -77,12 +76,31 @@ EXPECTED_IN_SYSTEM_NS: dict[str, Grant] = {
     PODSNAPSHOT: {("coordination.k8s.io", "leases"): ELECTION},
 }
 
-VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+# bind / escalate / impersonate: the verbs that grant more than they name.
+VERBS = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "bind",
+    "escalate",
+    "impersonate",
+]
 RESOURCES = sorted(
     {key for grants in EXPECTED.values() for key in grants}
     | {
         ("nvidia.com", "podsnapshotcontents/finalizers"),
+        ("nvidia.com", "podsnapshots/finalizers"),
         ("nvidia.com", "dynamocheckpoints"),
+        ("", "serviceaccounts"),
+        ("", "users"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("rbac.authorization.k8s.io", "roles"),
         ("", "pods/status"),
         ("", "pods/exec"),
         ("", "secrets"),
@@ -94,7 +112,7 @@ RESOURCES = sorted(
         ("rbac.authorization.k8s.io", "clusterroles"),
     }
 )
-CLUSTER_SCOPED = {"podsnapshotcontents", "nodes", "clusterroles"}
+CLUSTER_SCOPED = {"podsnapshotcontents", "nodes", "clusterroles", "clusterrolebindings", "users"}
 
 
 def user(sa: str) -> str:
@@ -267,6 +285,16 @@ class World:
 Row = tuple[str, str, Any, list[tuple[str, str]], str, int]
 
 
+def _rbac_refusal(body: Any, who: str) -> bool:
+    """The RBAC authorizer's 403: reason Forbidden, '<user> cannot <verb> ...' in the message."""
+    text = message(body)
+    return (
+        isinstance(body, dict)
+        and body.get("reason") == "Forbidden"
+        and f'User "{who}" cannot ' in text
+    )
+
+
 def rows(sa: str, w: World) -> list[Row]:
     """(method, path, body, query, content type, expected status) for one ServiceAccount."""
     ns = w.ns
@@ -300,6 +328,7 @@ def rows(sa: str, w: World) -> list[Row]:
     finalizer = {"metadata": {"finalizers": [c.FINALIZER_CONTENT_CLEANUP]}}
     bind = {"status": {"boundSnapshotContentName": w.content}}
     other_label = {"metadata": {"labels": {"a": "b"}}}
+    source = f"{c.LABEL_IS_CHECKPOINT_SOURCE}=true"
     common_forbidden: list[Row] = [
         ("GET", secrets, None, [], J, 403),
         ("GET", f"{secrets}/creds", None, [], J, 403),
@@ -336,6 +365,7 @@ def rows(sa: str, w: World) -> list[Row]:
         return [
             *common_forbidden,
             ("GET", ckpts, None, [], J, 200),
+            ("GET", f"{ckpts}/ckpt", None, [], J, 403),
             ("PATCH", f"{ckpts}/ckpt", id_label, DRY, MERGE_PATCH, 200),
             ("PATCH", f"{ckpts}/ckpt/status", pending, DRY, MERGE_PATCH, 200),
             ("POST", ckpts, _checkpoint("other"), DRY, J, 403),
@@ -344,11 +374,12 @@ def rows(sa: str, w: World) -> list[Row]:
             ("GET", jobs, None, [], J, 200),
             ("DELETE", f"{jobs}/missing", None, DRY, J, 404),
             ("PATCH", f"{jobs}/missing", other_label, [], MERGE_PATCH, 403),
-            ("GET", f"{pods}/src", None, [], J, 200),
+            ("GET", f"{pods}/src", None, [], J, 403),
+            ("GET", pods, None, [("labelSelector", source)], J, 200),
             ("PATCH", f"{pods}/src", label, DRY, MERGE_PATCH, 403),
             ("POST", snaps, _podsnapshot("ckpt"), DRY, J, 201),
             ("GET", snaps, None, [], J, 200),
-            ("DELETE", f"{snaps}/snap", None, DRY, J, 403),
+            ("DELETE", f"{snaps}/snap", None, DRY, J, 200),
             ("PATCH", f"{snaps}/snap/status", ready, DRY, MERGE_PATCH, 403),
             ("GET", contents, None, [], J, 403),
             ("POST", contents, _content(f"podsnapshotcontent-{uuid.uuid4()}", ns), DRY, J, 403),
@@ -371,6 +402,7 @@ def rows(sa: str, w: World) -> list[Row]:
         ("PATCH", f"{content}/status", ready, DRY, MERGE_PATCH, 403),
         ("PATCH", content, label, DRY, MERGE_PATCH, 403),
         ("GET", f"{pods}/src", None, [], J, 200),
+        ("GET", pods, None, [], J, 403),
         ("PATCH", f"{pods}/src", label, DRY, MERGE_PATCH, 403),
         ("GET", ckpts, None, [], J, 403),
         ("POST", jobs, _job("j"), DRY, J, 403),
@@ -394,6 +426,9 @@ async def test_real_requests_get_exactly_the_expected_answer(
                 got, out = await call(api, method, path, body, query=query, content_type=ctype)
                 if got != want:
                     wrong.append(f"{method} {path}: got {got}, want {want}: {message(out)[:200]}")
+                elif want == 403 and not _rbac_refusal(out, user(sa)):
+                    # A 403 from admission or a webhook would hide a missing RBAC rule.
+                    wrong.append(f"{method} {path}: 403 but not RBAC's: {message(out)[:200]}")
         assert len(table) >= 20
     finally:
         await world.delete(kube_api)

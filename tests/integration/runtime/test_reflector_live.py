@@ -38,7 +38,7 @@ class Sink:
         self.replaced: list[tuple[list[str], str]] = []
         self.events: list[tuple[str, str]] = []
 
-    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
+    async def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         self.replaced.append((sorted(i["metadata"]["name"] for i in items), resource_version))
 
     def added(self, obj: dict[str, Any]) -> None:

@@ -39,7 +39,11 @@ class FakeEventClient:
         return patch
 
 
-POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
+POD: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+}
 
 
 def make(**kw: Any) -> tuple[EventBroadcaster, FakeEventClient, FakeClock]:
@@ -63,6 +67,31 @@ async def test_repeats_are_aggregated_into_a_count() -> None:
     assert first["source"] == {"component": "ctl", "host": "h"}
     assert [p["count"] for _, p in client.patched] == [2, 3]
     assert {n for n, _ in client.patched} == {first["metadata"]["name"]}
+
+
+async def test_a_changed_object_still_aggregates() -> None:
+    """Defect 6: the involved object's resourceVersion is not part of the aggregation key."""
+    b, client, _ = make()
+    rec = b.recorder("ctl")
+    for rv in ("1", "2", "3"):
+        pod = {**POD, "metadata": {**POD["metadata"], "resourceVersion": rv}}
+        rec.warning(pod, "Failed", "it failed")
+    b.stop()
+    await b.run()
+    assert len(client.created) == 1
+    assert [p["count"] for _, p in client.patched] == [2, 3]
+
+
+async def test_another_object_or_message_is_another_event() -> None:
+    b, client, _ = make()
+    rec = b.recorder("ctl")
+    rec.warning(POD, "Failed", "it failed")
+    rec.warning({**POD, "metadata": {**POD["metadata"], "uid": "other"}}, "Failed", "it failed")
+    rec.warning(POD, "Failed", "it failed differently")
+    b.stop()
+    await b.run()
+    assert len(client.created) == 3
+    assert client.patched == []
 
 
 async def test_expired_event_is_created_again() -> None:
@@ -94,7 +123,7 @@ async def test_full_buffer_drops_instead_of_blocking() -> None:
 async def test_spam_filter_per_object() -> None:
     b, client, clock = make(burst=2, refill_seconds=300)
     rec = b.recorder("ctl")
-    other = {**POD, "metadata": {**POD["metadata"], "name": "q"}}  # type: ignore[dict-item]
+    other = {**POD, "metadata": {**POD["metadata"], "name": "q"}}
     for i in range(4):
         rec.normal(POD, "R", f"m{i}")
     rec.normal(other, "R", "x")

@@ -80,7 +80,7 @@ def test_recorder_is_an_event_handler() -> None:
 
 
 @pytest.mark.parametrize("representation", ["bytes", "dict"])
-def test_watch_events_reach_store_then_handlers(representation: Representation) -> None:
+async def test_watch_events_reach_store_then_handlers(representation: Representation) -> None:
     inf, sink = informer(representation=representation)
     rec = Recorder()
     seen_in_store: list[bool] = []
@@ -88,7 +88,7 @@ def test_watch_events_reach_store_then_handlers(representation: Representation) 
     # Data flows store → handlers: a handler already finds the object in the store.
     inf.add_event_handler(FuncHandler(add=lambda o: seen_in_store.append("ns/a" in inf.store)))
 
-    sink.replace([], "1")
+    await sink.replace([], "1")
     sink.added(cm("a", "2"))
     sink.modified(cm("a", "3", k="v"))
     sink.deleted(cm("a", "4"))
@@ -98,23 +98,23 @@ def test_watch_events_reach_store_then_handlers(representation: Representation) 
     assert len(inf.store) == 0
 
 
-def test_an_added_event_for_a_cached_object_is_an_update() -> None:
+async def test_an_added_event_for_a_cached_object_is_an_update() -> None:
     inf, sink = informer()
     rec = Recorder()
     inf.add_event_handler(rec)
-    sink.replace([cm("a", "1")], "1")
+    await sink.replace([cm("a", "1")], "1")
     sink.added(cm("a", "2"))
     assert rec.events == [("add", "a", "1"), ("update", "a", "1", "2")]
 
 
-def test_relist_announces_missed_changes_with_tombstones_and_equals_the_list() -> None:
+async def test_relist_announces_missed_changes_with_tombstones_and_equals_the_list() -> None:
     inf, sink = informer()
     rec = Recorder()
     inf.add_event_handler(rec)
-    sink.replace([cm("same", "1"), cm("changed", "2"), cm("gone", "3")], "3")
+    await sink.replace([cm("same", "1"), cm("changed", "2"), cm("gone", "3")], "3")
     rec.events.clear()
 
-    sink.replace([cm("same", "1"), cm("changed", "7"), cm("new", "8")], "9")
+    await sink.replace([cm("same", "1"), cm("changed", "7"), cm("new", "8")], "9")
 
     assert sorted(rec.events) == [
         ("add", "new", "8"),
@@ -127,23 +127,23 @@ def test_relist_announces_missed_changes_with_tombstones_and_equals_the_list() -
     assert got["metadata"]["resourceVersion"] == "7"
 
 
-def test_tombstone_carries_key_and_last_known_state() -> None:
+async def test_tombstone_carries_key_and_last_known_state() -> None:
     inf, sink = informer()
     tombs: list[Any] = []
     inf.add_event_handler(FuncHandler(delete=tombs.append))
-    sink.replace([cm("gone", "3", k="last")], "3")
-    sink.replace([], "5")
+    await sink.replace([cm("gone", "3", k="last")], "3")
+    await sink.replace([], "5")
     [tomb] = tombs
     assert isinstance(tomb, DeletedFinalStateUnknown)
     assert tomb.key == "ns/gone"
     assert tomb.obj["data"] == {"k": "last"}
 
 
-def test_transform_drops_managed_fields_by_default_and_can_be_replaced() -> None:
+async def test_transform_drops_managed_fields_by_default_and_can_be_replaced() -> None:
     inf, sink = informer()
     seen: list[Obj] = []
     inf.add_event_handler(FuncHandler(add=seen.append))
-    sink.replace([cm("a", "1")], "1")
+    await sink.replace([cm("a", "1")], "1")
     sink.added(cm("b", "2"))
     for obj in [*seen, *inf.store.list()]:
         assert "managedFields" not in obj["metadata"]
@@ -154,20 +154,20 @@ def test_transform_drops_managed_fields_by_default_and_can_be_replaced() -> None
         return obj
 
     inf2, sink2 = informer(transform=strip_data)
-    sink2.replace([cm("a", "1", k="v")], "1")
+    await sink2.replace([cm("a", "1", k="v")], "1")
     kept = inf2.store.get("ns/a")
     assert kept is not None
     assert "data" not in kept
     assert kept["metadata"]["managedFields"] == [{"manager": "kubectl"}]
 
     inf3, sink3 = informer(transform=None)
-    sink3.replace([cm("a", "1")], "1")
+    await sink3.replace([cm("a", "1")], "1")
     assert "managedFields" in (inf3.store.get("ns/a") or {})["metadata"]
 
 
-def test_a_late_handler_first_hears_every_cached_object() -> None:
+async def test_a_late_handler_first_hears_every_cached_object() -> None:
     inf, sink = informer()
-    sink.replace([cm("a", "1"), cm("b", "2")], "2")
+    await sink.replace([cm("a", "1"), cm("b", "2")], "2")
     rec = Recorder()
     inf.add_event_handler(rec)
     assert sorted(rec.events) == [("add", "a", "1"), ("add", "b", "2")]
@@ -175,7 +175,7 @@ def test_a_late_handler_first_hears_every_cached_object() -> None:
     assert rec.events[-1] == ("update", "a", "1", "3")
 
 
-def test_a_failing_handler_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_handler_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     inf, sink = informer()
 
     def boom(obj: Obj) -> None:
@@ -184,35 +184,35 @@ def test_a_failing_handler_does_not_stop_the_others(caplog: pytest.LogCaptureFix
     rec = Recorder()
     inf.add_event_handler(FuncHandler(add=boom))
     inf.add_event_handler(rec)
-    sink.replace([cm("a", "1")], "1")
+    await sink.replace([cm("a", "1")], "1")
     assert rec.events == [("add", "a", "1")]
     assert "ns/a" in caplog.text
     assert "handler bug" in caplog.text
 
 
-def test_removed_handler_hears_nothing_more() -> None:
+async def test_removed_handler_hears_nothing_more() -> None:
     inf, sink = informer()
     rec = Recorder()
     inf.add_event_handler(rec)
-    sink.replace([cm("a", "1")], "1")
+    await sink.replace([cm("a", "1")], "1")
     inf.remove_event_handler(rec)
     sink.modified(cm("a", "2"))
     assert rec.events == [("add", "a", "1")]
 
 
-def test_resync_delivers_an_update_of_each_object_to_itself() -> None:
+async def test_resync_delivers_an_update_of_each_object_to_itself() -> None:
     inf, sink = informer()
     rec = Recorder()
     inf.add_event_handler(rec)
-    sink.replace([cm("a", "1"), cm("b", "2")], "2")
+    await sink.replace([cm("a", "1"), cm("b", "2")], "2")
     rec.events.clear()
-    inf.resync()
+    await inf.resync()
     assert sorted(rec.events) == [("update", "a", "1", "1"), ("update", "b", "2", "2")]
 
 
-def test_namespaced_stores_have_a_namespace_index_and_extra_indexers() -> None:
+async def test_namespaced_stores_have_a_namespace_index_and_extra_indexers() -> None:
     inf, sink = informer(indexers={"data-k": lambda o: [o.get("data", {}).get("k", "")]})
-    sink.replace([cm("a", "1", ns="x", k="1"), cm("b", "2", ns="y", k="1")], "2")
+    await sink.replace([cm("a", "1", ns="x", k="1"), cm("b", "2", ns="y", k="1")], "2")
     assert [o["metadata"]["name"] for o in inf.store.by_index(NAMESPACE_INDEX, "y")] == ["b"]
     assert len(inf.store.by_index("data-k", "1")) == 2
     inf.add_indexer("name", lambda o: [o["metadata"]["name"]])
@@ -228,7 +228,7 @@ async def test_has_synced_after_the_first_list() -> None:
 
     async def sync_soon() -> None:
         await anyio.lowlevel.checkpoint()
-        sink.replace([cm("a", "1")], "1")
+        await sink.replace([cm("a", "1")], "1")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(sync_soon)

@@ -114,9 +114,9 @@ async def test_reads_prefer_the_most_specific_unfiltered_informer() -> None:
     everywhere = cache.informer_for(CONFIGMAPS)
     filtered = cache.informer_for(CONFIGMAPS, namespace="ns", label_selector="app=x")
     exact = cache.informer_for(CONFIGMAPS, namespace="ns")
-    everywhere.reflector.sink.replace([obj("a", app="z")], "1")
-    filtered.reflector.sink.replace([], "1")
-    exact.reflector.sink.replace([obj("b")], "1")
+    await everywhere.reflector.sink.replace([obj("a", app="z")], "1")
+    await filtered.reflector.sink.replace([], "1")
+    await exact.reflector.sink.replace([obj("b")], "1")
     assert (await cache.get(CONFIGMAPS, "b", "ns"))["metadata"]["name"] == "b"
     with pytest.raises(NotFound):
         await cache.get(CONFIGMAPS, "a", "ns")
@@ -133,8 +133,8 @@ async def test_a_filtered_view_never_answers_a_read_it_cannot_hold() -> None:
     cache, _ = cache_for({})
     everywhere = cache.informer_for(PODS)
     filtered = cache.informer_for(PODS, namespace="ns", label_selector="app=x")
-    everywhere.reflector.sink.replace([obj("p", app="other"), obj("q", app="x")], "1")
-    filtered.reflector.sink.replace([obj("q", app="x")], "1")
+    await everywhere.reflector.sink.replace([obj("p", app="other"), obj("q", app="x")], "1")
+    await filtered.reflector.sink.replace([obj("q", app="x")], "1")
     assert (await cache.get(PODS, "p", "ns"))["metadata"]["name"] == "p"
     assert names(await cache.list(PODS, "ns")) == ["p", "q"]
     # The filtered view answers when named, and for exactly its own selector.
@@ -148,7 +148,7 @@ async def test_a_filtered_view_never_answers_a_read_it_cannot_hold() -> None:
 async def test_only_a_filtered_view_means_no_answer() -> None:
     cache, _ = cache_for({})
     filtered = cache.informer_for(PODS, namespace="ns", label_selector="app=x")
-    filtered.reflector.sink.replace([obj("q", app="x")], "1")
+    await filtered.reflector.sink.replace([obj("q", app="x")], "1")
     with pytest.raises(NoInformer):
         await cache.get(PODS, "q", "ns")
     with pytest.raises(NoInformer):
@@ -159,7 +159,7 @@ async def test_only_a_filtered_view_means_no_answer() -> None:
 
 async def test_a_namespaced_get_without_namespace_is_an_error() -> None:
     cache, _ = cache_for({})
-    cache.informer_for(PODS).reflector.sink.replace([obj("p")], "1")
+    await cache.informer_for(PODS).reflector.sink.replace([obj("p")], "1")
     with pytest.raises(ValueError, match="namespace"):
         await cache.get(PODS, "p")
     with pytest.raises(ValueError, match="namespace"):
@@ -178,8 +178,10 @@ async def test_indexes_belong_to_the_resource_and_serve_every_view() -> None:
     with pytest.raises(ValueError, match="another function"):
         cache.add_index(CONFIGMAPS, "app", lambda o: [])
     late = cache.informer_for(CONFIGMAPS, namespace="ns")
-    early.reflector.sink.replace([obj("a", app="x"), obj("b", ns="o", app="x"), obj("c")], "1")
-    late.reflector.sink.replace([obj("a", app="x"), obj("c")], "1")
+    await early.reflector.sink.replace(
+        [obj("a", app="x"), obj("b", ns="o", app="x"), obj("c")], "1"
+    )
+    await late.reflector.sink.replace([obj("a", app="x"), obj("c")], "1")
     assert names(await cache.list(CONFIGMAPS, index=("app", "x"))) == ["a", "b"]
     assert names(await cache.list(CONFIGMAPS, "o", index=("app", "x"))) == ["b"]
     assert names(await cache.list(CONFIGMAPS, "ns", index=("app", "x"))) == ["a"]

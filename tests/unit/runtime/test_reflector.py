@@ -73,7 +73,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
+    async def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
         self.calls.append(("replace", ([i["metadata"]["name"] for i in items], resource_version)))
 
     def added(self, obj: dict[str, Any]) -> None:
@@ -151,7 +151,7 @@ async def test_list_items_get_api_version_and_kind() -> None:
     items: list[dict[str, Any]] = []
 
     class Keep(RecordingSink):
-        def replace(self, its: Iterable[dict[str, Any]], resource_version: str) -> None:
+        async def replace(self, its: Iterable[dict[str, Any]], resource_version: str) -> None:
             items.extend(its)
 
     fake.list_answers.append(page("3", cm("a", "3")))
