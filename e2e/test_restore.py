@@ -3,10 +3,11 @@ continues from where it was dumped, not from 1.
 
 The restore mirrors what runc does (tests/node/support.py: criu_restore): the root filesystem
 rebuilt from the workload image plus the artifact's rootfs diff, every bind mount of the container
-mapped back to a host path. By the time the checkpoint is Ready the Job's pod is gone with its
-volumes, so each mount whose source went with it is given a fresh stand-in, and the control
-volume a directory this test reads. The workload runs on the host network, as many inference pods
-do, so no pod network namespace has to be recreated.
+mapped back to a host path, and the process tree in a cgroup of the test's own. By the time the
+checkpoint is Ready the Job's pod is going with its volumes, so each mount whose source went with
+it is given a fresh stand-in, and the control volume a directory this test reads. The workload
+runs on the host network, as many inference pods do, so no pod network namespace has to be
+recreated.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from e2e import flow
 from e2e.conftest import CAPTURE_TIMEOUT, REPO, Env
 from e2e.deploy import Kubectl
 from tests.node.support import (
+    CGROUP_ROOT,
     CONTROL_DIR,
     build_rootfs,
     counters_in,
     criu_restore,
+    describe,
     host_cgroup_mounts,
     tail,
 )
@@ -95,7 +98,10 @@ async def _restore_and_watch(
         deadline = loop.time() + 30
         while len(counters_in(tail(restored.stdout))) < 5:
             if restored.criu.returncode is not None or loop.time() > deadline:
-                raise AssertionError(f"restored workload did not count:\n{tail(restored.log)}")
+                freezer = CGROUP_ROOT / "freezer" / str(spec["linux"]["cgroupsPath"]).lstrip("/")
+                raise AssertionError(
+                    f"restored workload did not count:\n{describe(restored, freezer)}"
+                )
             await asyncio.sleep(0.1)
         return counters_in(tail(restored.stdout))
 
@@ -130,8 +136,16 @@ def test_artifact_restores_with_criu_and_the_counter_continues(
     _stand_in_mounts(spec, control, tmp_path)
     rootfs = tmp_path / "rootfs"
     build_rootfs(rootfs, _workload_tarball(), (unpacked / "rootfs-diff.tar").read_bytes())
-    made = _make_cgroups(str(spec["linux"]["cgroupsPath"]))
-    criu = env.deployed.node.ctr.parent / "criu"
+    # Restore under a cgroup of our own: the kubelet kills whatever runs in the cgroup of a pod
+    # it no longer knows, and the Job's pod is being torn down by now.
+    cgroup = f"/dynamo-snapshot-e2e-restore-{uuid.uuid4().hex[:8]}"
+    spec["linux"]["cgroupsPath"] = cgroup
+    made = _make_cgroups(cgroup)
+    criu = tmp_path / "criu"
+    criu.write_text(
+        f'#!/bin/sh\nexec {env.deployed.node.ctr.parent / "criu"} "$@" --cgroup-root {cgroup}\n'
+    )
+    criu.chmod(0o755)
     try:
         counters = asyncio.run(
             _restore_and_watch(criu, unpacked / "checkpoint", rootfs, spec, tmp_path)
