@@ -19,6 +19,7 @@ one still in progress is followed. A failure ends with the Failed condition's re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -133,8 +134,12 @@ def report(
         ("method", manifest["method"]),
         ("size", f"{manifest['totalBytes'] / 2**20:.1f} MiB in {len(manifest['files'])} file(s)"),
     ]
-    for f in manifest["files"]:
-        rows.append((f"sha256 {f['path']}", f["sha256"]))
+    # One digest stands for the whole artifact: the manifest lists every file's SHA-256.
+    digest = hashlib.sha256((artifact / "manifest.json").read_bytes()).hexdigest()
+    rows.append(("digest", f"sha256:{digest} (manifest.json)"))
+    if len(manifest["files"]) == 1:
+        f = manifest["files"][0]
+        rows.append((f"  {f['path']}", f"sha256:{f['sha256']}"))
     rows.append(("capture latency (/metrics)", f"{latency:.2f} s"))
     for phase, seconds in manifest.get("phases", {}).items():
         rows.append((f"  phase {phase}", f"{seconds:.3f} s"))
