@@ -3,11 +3,11 @@ continues from where it was dumped, not from 1.
 
 The restore mirrors what runc does (tests/node/support.py: criu_restore): the root filesystem
 rebuilt from the workload image plus the artifact's rootfs diff, every bind mount of the container
-mapped back to a host path, and the process tree in a cgroup of the test's own. By the time the
-checkpoint is Ready the Job's pod is going with its volumes, so each mount whose source went with
-it is given a fresh stand-in, and the control volume a directory this test reads. The workload
-runs on the host network, as many inference pods do, so no pod network namespace has to be
-recreated.
+mapped to a host path, and the process tree in a cgroup of the test's own. It waits until the
+Job's pod is gone, as a restore elsewhere would find it; the pod's mounts (hosts file, token,
+shm, ...) went with it, so each gets a fresh stand-in, and the control volume a directory this
+test reads. The workload runs on the host network, as many inference pods do, so no pod network
+namespace has to be recreated.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pytest
 from e2e import flow
 from e2e.conftest import CAPTURE_TIMEOUT, REPO, Env
 from e2e.deploy import Kubectl
+from e2e.support import wait_for
 from tests.node.support import (
     CGROUP_ROOT,
     CONTROL_DIR,
@@ -54,14 +55,14 @@ def _workload_tarball() -> Path:
 
 
 def _stand_in_mounts(spec: dict[str, Any], control: Path, workdir: Path) -> None:
-    """Point each bind mount whose source went with the pod at a stand-in (in place)."""
+    """Point each bind mount at a stand-in (in place): their sources went with the pod."""
     for i, m in enumerate(spec.get("mounts", [])):
         options = m.get("options") or []
         if not (m.get("type") == "bind" or "bind" in options or "rbind" in options):
             continue
         if m["destination"] == CONTROL_DIR:
             m["source"] = str(control)
-        elif not Path(m["source"]).exists():
+        else:  # every source was the pod's own (hosts, token, shm, ...): gone or going
             stand_in = workdir / "mounts" / str(i)
             stand_in.parent.mkdir(exist_ok=True)
             if m["destination"] in FILE_MOUNTS:
@@ -121,6 +122,16 @@ def test_artifact_restores_with_criu_and_the_counter_continues(
     env.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
     watch = flow.wait_terminal(kubectl, namespace, name, CAPTURE_TIMEOUT)
     assert watch.phase == "Ready", flow.failed_summary(watch.checkpoint)
+    # Restore once the Job's pod is gone, as a restore on another node would: nothing of it left.
+    job = watch.status["jobName"]
+    wait_for(
+        f"the pods of Job {job} to be gone",
+        lambda: (
+            not kubectl.json("get", "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+            or None
+        ),
+        timeout=120,
+    )
     artifact = Path(env.storage_root) / watch.status["checkpointID"] / "versions" / "1"
     meta = json.loads((artifact / "manifest.json").read_text())
 
