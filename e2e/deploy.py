@@ -251,6 +251,31 @@ def _pod_summary(pods: list[Obj]) -> str:
     return ", ".join(parts) or "no pods yet"
 
 
+def ready_nodes(kubectl: Kubectl) -> list[str]:
+    """Nodes whose Ready condition is True: a node that went away (a local cluster's node from an
+    earlier run, a drained cloud node) still counts in a DaemonSet's desired number."""
+    out = []
+    for n in kubectl.json("get", "nodes")["items"]:
+        conditions = n.get("status", {}).get("conditions", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            out.append(str(n["metadata"]["name"]))
+    return out
+
+
+def agents_ready(ds: Obj, pods: list[Obj], nodes: list[str]) -> bool:
+    """An agent pod of the DaemonSet's current template, Ready, on every Ready node."""
+    generation = str(ds["metadata"]["generation"])
+    ready_on = set()
+    for p in pods:
+        labels = p["metadata"].get("labels", {})
+        conditions = p.get("status", {}).get("conditions", [])
+        if labels.get("pod-template-generation") == generation and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in conditions
+        ):
+            ready_on.add(p["spec"].get("nodeName"))
+    return bool(nodes) and set(nodes) <= ready_on
+
+
 def workloads_ready(kubectl: Kubectl) -> tuple[bool, str]:
     """(everything Available and Ready, one line saying where each workload stands)."""
     objs = kubectl.json("get", "deploy,daemonset", "-n", SYSTEM_NAMESPACE)["items"]
@@ -275,13 +300,8 @@ def workloads_ready(kubectl: Kubectl) -> tuple[bool, str]:
                 and st.get("replicas", 0) == want
             )
         else:
-            want = st.get("desiredNumberScheduled", 0)
-            ok = (
-                st.get("observedGeneration") == obj["metadata"]["generation"]
-                and want > 0
-                and st.get("updatedNumberScheduled", 0) == want
-                and st.get("numberAvailable", 0) == want
-                and st.get("numberReady", 0) == want
+            ok = st.get("observedGeneration") == obj["metadata"]["generation"] and agents_ready(
+                obj, mine, ready_nodes(kubectl)
             )
         ready &= ok
         lines.append(f"{name}: {'Ready' if ok else _pod_summary(mine)}")
@@ -359,6 +379,19 @@ def metrics_endpoints(objs: list[Obj], node: LocalNode | None) -> dict[str, str]
     return out
 
 
+def forget_stale_nodes(kubectl: Kubectl, node: LocalNode) -> None:
+    """A local cluster has one node, named by the loopback address it got when it started; a
+    cluster directory reused across runs keeps the Node objects of earlier runs, NotReady for
+    ever, with pods bound to them that keep a Deployment from becoming Available. Delete those
+    Nodes: the pod garbage collector then removes their pods and the Deployments reschedule."""
+    ready = set(ready_nodes(kubectl))
+    for n in kubectl.json("get", "nodes")["items"]:
+        name = n["metadata"]["name"]
+        if name != node.name and name not in ready:
+            kubectl("delete", "node", name, "--ignore-not-found", "--wait=false")
+            say(f"deleted Node {name}: a node of an earlier run of this local cluster")
+
+
 def up(kubeconfig: Path, overlay: str = "local", timeout: float = 240.0) -> Deployed:
     kubectl = Kubectl(kubeconfig)
     node = local_node(kubeconfig) if overlay == "local" else None
@@ -371,6 +404,7 @@ def up(kubeconfig: Path, overlay: str = "local", timeout: float = 240.0) -> Depl
         if node.import_image(image.tarball, image.reference, image.digest):
             say(f"imported {image.reference} ({image.digest[:19]}) into node {node.name}")
         adapt_to_local(objs, node, kubectl.server(), image.digest)
+        forget_stale_nodes(kubectl, node)
         node.checkpoints.mkdir(mode=0o700, parents=True, exist_ok=True)
     rendered = yaml.safe_dump_all(objs, sort_keys=False)
     if node is not None:

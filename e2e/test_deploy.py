@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from e2e.conftest import REPO, Cluster, Env
+from e2e.deploy import DAEMONSET, Kubectl, agents_ready, ready_nodes
 from e2e.metrics import component_pods, scrape
 
 SYSTEM_NAMESPACE = "dynamo-snapshot-system"
@@ -52,7 +53,7 @@ def test_sample_checkpoint_shows_printer_columns(deployed: Cluster, namespace: s
 
 
 def test_every_component_is_available_with_ready_pods(deployed: Cluster) -> None:
-    """Both controller Deployments Available and the agent DaemonSet on every node, each pod's
+    """Both controller Deployments Available and an agent on every Ready node, each pod's
     containers Ready (their /readyz answered the kubelet's probe)."""
     deployments = json.loads(
         deployed.kubectl("get", "deploy", "-n", SYSTEM_NAMESPACE, "-o", "json")
@@ -62,15 +63,18 @@ def test_every_component_is_available_with_ready_pods(deployed: Cluster) -> None
         available = next(c for c in d["status"]["conditions"] if c["type"] == "Available")
         assert available["status"] == "True", (name, available)
         assert d["status"].get("readyReplicas") == d["spec"]["replicas"], (name, d["status"])
-    ds = json.loads(
-        deployed.kubectl("get", "ds", "dynamo-snapshot-agent", "-n", SYSTEM_NAMESPACE, "-o", "json")
-    )
-    nodes = json.loads(deployed.kubectl("get", "nodes", "-o", "json"))["items"]
-    assert ds["status"]["desiredNumberScheduled"] == len(nodes) > 0, ds["status"]
-    assert ds["status"]["numberReady"] == ds["status"]["numberAvailable"] == len(nodes)
+    kubectl = Kubectl(deployed.kubeconfig)
+    ds = kubectl.json("get", "ds", DAEMONSET, "-n", SYSTEM_NAMESPACE)
+    nodes = ready_nodes(kubectl)
+    agents = component_pods(deployed, DAEMONSET)
+    assert nodes, "no Ready node"
+    assert agents_ready(ds, agents, nodes), [
+        (p["spec"].get("nodeName"), p["status"]) for p in agents
+    ]
     pods = json.loads(deployed.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "json"))
-    assert len(pods["items"]) == 2 + len(nodes), [p["metadata"]["name"] for p in pods["items"]]
-    for p in pods["items"]:
+    on_ready_nodes = [p for p in pods["items"] if p["spec"].get("nodeName") in nodes]
+    assert len(on_ready_nodes) == 2 + len(nodes), [p["metadata"]["name"] for p in pods["items"]]
+    for p in on_ready_nodes:
         ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True", (p["metadata"]["name"], p["status"])
         assert all(s["ready"] for s in p["status"]["containerStatuses"]), p["status"]
