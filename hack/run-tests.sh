@@ -58,6 +58,12 @@ if ((${#e2e_tests[@]})); then
     python hack/kubenode.py down --dir "$cluster" >&2 || true
     python hack/controlplane.py down --dir "$cluster" >&2 || true
   }
+  down # whatever a killed earlier run left, then a fresh etcd: a throw-away cluster every time
+  if awk -v d="$cluster/" 'index($5, d) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+    echo "run-tests: mounts remain under $cluster; not removing it" >&2
+    exit 1
+  fi
+  rm -rf "$cluster"
   if python hack/controlplane.py up --dir "$cluster" >/dev/null &&
     python hack/kubenode.py up --dir "$cluster" >/dev/null; then
     KUBECONFIG="$cluster/admin.kubeconfig" DYNAMO_SNAPSHOT_EXISTING_CLUSTER=1 DYNAMO_SNAPSHOT_CLUSTER_DIR="$cluster" \

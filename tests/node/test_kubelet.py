@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import tarfile
@@ -122,6 +123,26 @@ def test_node_is_ready_with_the_pinned_version(kube_node: KubeNode) -> None:
     table = kube_node.cluster.kubectl("get", "nodes", "--no-headers").stdout.split("\n")
     assert any(row.split()[:2] == [kube_node.name, "Ready"] for row in table if row), table
     assert any(row.split()[-1] == KUBE_VERSION for row in table if row), table
+
+
+def test_kubelet_api_is_authenticated_and_authorized(kube_node: KubeNode) -> None:
+    """Anonymous access is off, the read-only port is closed, and a client certificate signed by
+    the cluster CA is still checked against RBAC (webhook authorization)."""
+    anonymous = ssl.create_default_context(cafile=str(kube_node.cluster.pki.ca))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{kube_node.url}/pods", context=anonymous)
+    assert refused.value.code == 401
+    with socket.socket() as s:
+        assert s.connect_ex((kube_node.name, 10255)) != 0  # the read-only port
+    pki = kube_node.dir / "pki"
+    as_node = _kubelet_ssl(kube_node, pki / "kubelet-client.crt", pki / "kubelet-client.key")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{kube_node.url}/pods", context=as_node)
+    assert refused.value.code == 403
+    admin = kube_node.cluster.pki
+    ctx = _kubelet_ssl(kube_node, admin.cert("admin"), admin.key("admin"))
+    with urllib.request.urlopen(f"{kube_node.url}/pods", context=ctx) as r:
+        assert json.loads(r.read())["kind"] == "PodList"
 
 
 async def test_job_follows_ready_for_snapshot_and_completes_after_snapshot_complete(
