@@ -2,8 +2,10 @@
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
-throughput vs controller-runtime and kopf, needs a cluster). Cluster benchmarks use --kubeconfig,
-else $KUBECONFIG, else the local cluster of `./hack/just up`. Arguments after `--` go to every
+throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
+Ready through both controllers, cache reads vs live reads; starts its own control planes).
+The other cluster benchmarks use --kubeconfig, else $KUBECONFIG, else the local cluster of
+`./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
 """
 
@@ -21,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "workqueue": "bench.workqueue",
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
+    "controllers": "bench.controllers_scale",
 }
 
 

@@ -13,6 +13,7 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
+    leader_election_needs,
     load_api_client,
     manager_options,
     preflight,
@@ -122,6 +123,7 @@ async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
         await preflight(
             mgr.live,
             [
+                *leader_election_needs(opts),
                 Need(DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), ns, custom=True),
                 Need(DYNAMO_CHECKPOINTS, ("patch",), ns, subresource="status"),
                 Need(POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), ns, custom=True),

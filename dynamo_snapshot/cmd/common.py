@@ -43,13 +43,14 @@ from dynamo_snapshot.runtime.client import Client
 from dynamo_snapshot.runtime.errors import ApiError, Forbidden, NotFound
 from dynamo_snapshot.runtime.leaderelection import LeaderElectionLost
 from dynamo_snapshot.runtime.manager import ManagerOptions, parse_bind_address
-from dynamo_snapshot.runtime.resource import Resource
+from dynamo_snapshot.runtime.resource import LEASES, Resource
 
 __all__ = [
     "CommonOptions",
     "Need",
     "StartupError",
     "build_parser",
+    "leader_election_needs",
     "load_api_client",
     "manager_options",
     "preflight",
@@ -374,6 +375,13 @@ async def preflight(client: Client, needs: Iterable[Need]) -> None:
                 missing.append(f"{verb} {what} {where}")
     if missing:
         raise StartupError("RBAC: this identity cannot " + "; cannot ".join(missing))
+
+
+def leader_election_needs(opts: CommonOptions) -> list[Need]:
+    """With --leader-elect: the Lease verbs, in the Lease's namespace."""
+    if not opts.leader_elect:
+        return []
+    return [Need(LEASES, ("get", "create", "update"), opts.leader_election_namespace)]
 
 
 def manager_options(opts: CommonOptions, service_name: str) -> ManagerOptions:

@@ -12,6 +12,7 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
+    leader_election_needs,
     load_api_client,
     manager_options,
     preflight,
@@ -95,6 +96,7 @@ async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
         await preflight(
             mgr.live,
             [
+                *leader_election_needs(opts),
                 Need(POD_SNAPSHOTS, ("list", "watch", "get", "patch"), ns, custom=True),
                 Need(POD_SNAPSHOTS, ("patch",), ns, subresource="status"),
                 Need(

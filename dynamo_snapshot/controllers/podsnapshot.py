@@ -221,6 +221,12 @@ class _Pass:
                 c.REASON_PENDING,
                 f"source pod {ns}/{pod_ref.name} is not scheduled yet",
             )
+            if pending != snap.status.conditions:
+                self.event(
+                    "Normal",
+                    c.REASON_SOURCE_POD_NOT_SCHEDULED,
+                    f"source pod {ns}/{pod_ref.name} is not scheduled yet; waiting",
+                )
             await self.write(attrs.evolve(snap.status, conditions=pending))
             return Result(requeue=True)
         name = content_name_for(snap.metadata.uid or "")

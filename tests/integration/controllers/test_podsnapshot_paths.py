@@ -95,6 +95,7 @@ async def test_unscheduled_pod_backs_off_then_binds(kube_api: ApiClient, cluster
         snap = await wait_condition(cluster, "later", "Ready", "False", "Pending")
         assert "not scheduled" in condition(snap, "Ready")["message"]  # type: ignore[index]
         assert condition(snap, "Failed") is None  # not a failure
+        await cluster.wait_event("later", c.REASON_SOURCE_POD_NOT_SCHEDULED)
         await KubeletStandIn(cluster).run(pod)
         content = await cluster.content_of("later")
         assert content["spec"]["source"]["nodeName"] == NODE

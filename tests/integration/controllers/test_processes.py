@@ -17,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.resources import POD_SNAPSHOT_CONTENTS, POD_SNAPSHOTS
 from dynamo_snapshot.cmd.common import Need, StartupError, preflight
-from dynamo_snapshot.runtime import JOBS, SERVICEACCOUNTS, Resource, RestClient, meta
+from dynamo_snapshot.runtime import JOBS, LEASES, SERVICEACCOUNTS, Resource, RestClient, meta
 from tests.integration.controllers.processes import (
     CHECKPOINT,
     PODSNAPSHOT,
@@ -203,3 +203,42 @@ async def test_crd_not_installed_is_named(kube_api: ApiClient, cluster: Cluster)
     missing = Resource("nvidia.com", "v1alpha1", "nosuchthings", "NoSuchThing")
     with pytest.raises(StartupError, match=r"CRD nosuchthings\.nvidia\.com is not installed"):
         await preflight(RestClient(kube_api), [Need(missing, ("list",), custom=True)])
+
+
+@pytest.mark.parametrize("prog", [CHECKPOINT, PODSNAPSHOT])
+async def test_leader_election_takes_the_named_lease_and_reconciles(
+    prog: str, kube_cluster: Any, cluster: Cluster, tmp_path: Path
+) -> None:
+    kc = kubeconfig_of(kube_cluster)
+    proc = ControllerProcess(
+        prog,
+        kc,
+        cluster.ns,
+        tmp_path / "le.log",
+        "--leader-elect",
+        f"--leader-election-namespace={cluster.ns}",
+        "--leader-election-id=le-test",
+    )
+    try:
+        proc.start()
+        lease = await cluster.wait_object(LEASES, "le-test", cluster.ns)
+        assert lease["spec"]["holderIdentity"]
+        # And it reconciles as the leader: a PodSnapshot of a missing pod fails at once.
+        await cluster.client.create(
+            POD_SNAPSHOTS,
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND_POD_SNAPSHOT,
+                "metadata": {"name": "le"},
+                "spec": {"source": {"podRef": {"name": "ghost", "containers": ["main"]}}},
+            },
+            cluster.ns,
+        )
+        if prog == PODSNAPSHOT:
+            await cluster.wait_event("le", c.REASON_SOURCE_POD_NOT_FOUND)
+        else:
+            await cluster.create_checkpoint(checkpoint_body("le-ck"))
+            await cluster.wait_phase("le-ck", c.PHASE_CREATING)
+    finally:
+        proc.stop()
+    assert "Traceback" not in (tmp_path / "le.log").read_text()

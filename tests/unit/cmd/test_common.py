@@ -124,3 +124,15 @@ async def test_missing_kubeconfig_is_a_startup_error(
     bad.write_text("not: [a kubeconfig")
     with pytest.raises(common.StartupError, match="cannot load"):
         await common.load_api_client(str(bad))
+
+
+def test_leader_election_adds_the_lease_verbs_to_the_preflight() -> None:
+    plain = common.options_from(parser().parse_args([]))
+    assert common.leader_election_needs(plain) == []
+    elect = common.options_from(
+        parser().parse_args(["--leader-elect", "--leader-election-namespace=sys"])
+    )
+    (need,) = common.leader_election_needs(elect)
+    assert need.resource.plural == "leases"
+    assert need.namespace == "sys"
+    assert set(need.verbs) == {"get", "create", "update"}
