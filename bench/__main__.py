@@ -1,9 +1,13 @@
 """`python -m bench [NAME ...] [-- ARGS]`: run benchmarks by name (all when none is given).
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
+loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
 throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
-Ready through both controllers, cache reads vs live reads; starts its own control planes).
+Ready through both controllers, cache reads vs live reads; starts its own control planes), agent
+(the node agent's capture vs bare CRIU, needs the node runtime: root, hack/node),
+agent-overhead (content created -> dump started; node runtime, starts its own control plane),
+agent-kubelet (the agent vs the kubelet's checkpoint API; starts its own control plane and node).
 The other cluster benchmarks use --kubeconfig, else $KUBECONFIG, else the local cluster of
 `./hack/just up`. Arguments after `--` go to every
 benchmark named (so name exactly one when passing flags).
@@ -23,7 +27,11 @@ BENCHMARKS: dict[str, str] = {
     "workqueue": "bench.workqueue",
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
+    "loopstall": "bench.loop_stall",
     "controllers": "bench.controllers_scale",
+    "agent": "bench.agent_capture",
+    "agent-overhead": "bench.agent_overhead",
+    "agent-kubelet": "bench.agent_kubelet",
 }
 
 

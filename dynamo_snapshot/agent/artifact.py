@@ -10,6 +10,7 @@ Files are 0600 and directories 0700, because a checkpoint holds process memory, 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,16 +80,104 @@ def list_files(directory: Path) -> list[Path]:
     return sorted(out)
 
 
-def digest_files(directory: Path, *, workers: int = 2) -> list[FileDigest]:
-    """Digests of every file of the artifact, biggest first across ``workers`` threads."""
+def digest_files(
+    directory: Path,
+    *,
+    workers: int = 2,
+    known: Mapping[str, tuple[int, str]] | None = None,
+) -> list[FileDigest]:
+    """Digests of every file of the artifact, biggest first across ``workers`` threads.
+
+    ``known`` holds digests already computed while the file was written (``TailHasher``); one
+    is used only if the file still has the size that was hashed."""
+    known = known or {}
+
+    def one(p: Path) -> tuple[int, str]:
+        done = known.get(p.relative_to(directory).as_posix())
+        if done is not None and done[0] == p.stat().st_size:
+            return done
+        return sha256_file(p)
+
     files = sorted(list_files(directory), key=lambda p: -p.stat().st_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(sha256_file, files))
+        results = list(pool.map(one, files))
     out = [
         FileDigest(p.relative_to(directory).as_posix(), size, digest)
         for p, (size, digest) in zip(files, results, strict=True)
     ]
     return sorted(out, key=lambda d: d.path)
+
+
+class TailHasher:
+    """Hashes files while another process writes them (CRIU's page images), on another core.
+
+    CRIU writes each ``pages-*.img`` once, front to back; the hasher follows every file whose
+    name matches, reading what has been appended since its last pass, and finishes them after
+    ``stop()``. The digests are checked later like any other (``verify(full=True)`` re-reads
+    the files), so a writer that did not append only costs a second hashing pass there.
+    """
+
+    def __init__(self, directory: Path, prefix: str, suffix: str) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.suffix = suffix
+        self._stop = threading.Event()
+        self._files: dict[str, tuple[Any, Any, int]] = {}  # name -> (file, hash, size)
+
+    def _pass(self) -> int:
+        progressed = 0
+        try:
+            names = [
+                n
+                for n in os.listdir(self.directory)
+                if n.startswith(self.prefix) and n.endswith(self.suffix)
+            ]
+        except FileNotFoundError:
+            return 0
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        for name in names:
+            if name not in self._files:
+                f = open(self.directory / name, "rb", buffering=0)  # noqa: SIM115 (kept open)
+                self._files[name] = (f, hashlib.sha256(), 0)
+            f, h, size = self._files[name]
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
+                progressed += n
+            self._files[name] = (f, h, size)
+        return progressed
+
+    def run(self) -> dict[str, tuple[int, str]]:
+        """Follow until ``stop()``, then read to the end; returns name -> (size, sha256).
+
+        The thread runs at the lowest priority while it follows: on a busy node CRIU (which
+        holds the container frozen) must not wait for the hasher; it catches up afterwards."""
+        tid = threading.get_native_id()
+        try:
+            before = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+        except OSError:
+            before = None
+        try:
+            while not self._stop.is_set():
+                if not self._pass():
+                    self._stop.wait(0.005)
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, before)
+                before = None
+            self._pass()
+            return {name: (size, h.hexdigest()) for name, (_f, h, size) in self._files.items()}
+        finally:
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, before)
+            for f, _h, _s in self._files.values():
+                f.close()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def restrict_modes(directory: Path) -> None:

@@ -46,6 +46,7 @@ from dynamo_snapshot.agent.phases import LEASE, WAIT_READY, Phases
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.conditions import FALSE, TRUE, set_condition
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
+from dynamo_snapshot.api.resources import POD_SNAPSHOT_CONTENTS
 from dynamo_snapshot.runtime import (
     NORMAL,
     PODS,
@@ -54,7 +55,6 @@ from dynamo_snapshot.runtime import (
     LeaseLost,
     NotFound,
     Request,
-    Resource,
     TaskContext,
     lease_guard,
 )
@@ -64,15 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTENTS: Final = Resource(
-    c.GROUP,
-    c.VERSION,
-    c.PLURAL_POD_SNAPSHOT_CONTENTS,
-    c.KIND_POD_SNAPSHOT_CONTENT,
-    namespaced=False,
-)
+CONTENTS: Final = POD_SNAPSHOT_CONTENTS
 _SENTINEL_TMP: Final = ".snapshot-complete.tmp"
-_CONTROL_ENVS: Final = ("SNAPSHOT_CONTROL_DIR", c.CONTROL_DIR_ENV)
+_CONTROL_ENVS: Final = (c.CONTROL_DIR_ENV, c.LEGACY_CONTROL_DIR_ENV)
 
 
 @dataclass(frozen=True)
@@ -132,10 +126,14 @@ class Captures:
 
     # ---- status writes ----
 
-    async def fail(self, obj: Mapping[str, Any], reason: str, message: str) -> bool:
+    async def fail(
+        self, obj: Mapping[str, Any], reason: str, message: str, *, retry: bool = False
+    ) -> bool:
         """Failed=True with ``reason`` (Ready=False), locked on the read resourceVersion.
-        False when the content changed meanwhile (someone else decided)."""
-        ok = await self._write(obj, ready=False, reason=reason, message=message)
+        False when the content changed meanwhile (someone else decided); with ``retry`` (a
+        decision taken on a cached read) that raises ``Conflict`` instead, so that the
+        controller reconciles again on a fresh object."""
+        ok = await self._write(obj, ready=False, reason=reason, message=message, retry=retry)
         if ok:
             self.agent.metrics.failures.labels(reason).inc()
             log.warning("content %s failed: %s: %s", obj["metadata"]["name"], reason, message)
@@ -145,7 +143,13 @@ class Captures:
         return ok
 
     async def _write(
-        self, obj: Mapping[str, Any], *, ready: bool, reason: str, message: str
+        self,
+        obj: Mapping[str, Any],
+        *,
+        ready: bool,
+        reason: str,
+        message: str,
+        retry: bool = False,
     ) -> bool:
         content = PodSnapshotContent.from_dict(obj)
         conds = content.status.conditions
@@ -157,13 +161,26 @@ class Captures:
         }
         try:
             await self.agent.mgr.client.patch_status(CONTENTS, obj["metadata"]["name"], patch)
-        except (Conflict, NotFound):
+        except NotFound:
+            return False
+        except Conflict:
+            if retry:
+                raise
             return False
         return True
 
     # ---- the task ----
 
     async def _capture(self, ctx: TaskContext, work: Work, waited: float) -> str:
+        try:
+            out = await self._capture_inner(ctx, work, waited)
+        except BaseException as err:
+            log.warning("capture task of %s ended with %r", work.content.metadata.name, err)
+            raise
+        log.info("capture task of %s ended: %s", work.content.metadata.name, out)
+        return out
+
+    async def _capture_inner(self, ctx: TaskContext, work: Work, waited: float) -> str:
         agent = self.agent
         method = agent.executor.choose_method()
         m = agent.metrics
@@ -183,7 +200,9 @@ class Captures:
         ) as span:
             try:
                 outcome = await self._under_lease(work, phases)
-                result = "success" if outcome == "captured" else outcome
+                span.set_attribute("capture.outcome", outcome)
+                # Only captures this agent decided count: not one another holder finished.
+                result = {"captured": "success", "failed": "failure"}.get(outcome, "")
                 return outcome
             except Exception as err:
                 span.record_exception(err)
@@ -191,9 +210,8 @@ class Captures:
                 raise
             finally:
                 m.in_flight.dec()
-                m.duration.labels(method, "success" if result == "success" else "failure").observe(
-                    time.monotonic() - started
-                )
+                if result:
+                    m.duration.labels(method, result).observe(time.monotonic() - started)
 
     async def _under_lease(self, work: Work, phases: Phases) -> str:
         agent = self.agent
@@ -224,7 +242,13 @@ class Captures:
                     return "failed"
                 try:
                     path, size, how = await self._dump_or_adopt(work, phases)
-                except CaptureFailed as err:
+                except (CaptureFailed, anyio.get_cancelled_exc_class()) as err:
+                    # A lost lease cancels the dump; gRPC raises its own CancelledError (or
+                    # CANCELLED), which the guard's cancel scope does not recognise as its own.
+                    if held.lost:
+                        raise LeaseLost(f"lease lost during the dump: {held.reason}") from None
+                    if not isinstance(err, CaptureFailed):
+                        raise
                     message = (
                         f"checkpoint of {work.namespace}/{work.pod_name} container "
                         f"{work.facts.name} failed: {err}"
@@ -252,13 +276,19 @@ class Captures:
                 self._sentinel(work.facts)
                 self._released.add(name)
                 return "captured"
-        except LeaseLost as err:
+        except (LeaseLost, BaseExceptionGroup) as raised:
+            # The guard raises LeaseLost itself, or inside its task group's exception group
+            # when the body raised it first.
+            lost = _lease_lost(raised)
+            if lost is None:
+                raise
+            log.warning("capture of %s cancelled: %s", name, lost)
             try:
                 obj = await agent.mgr.api_reader.get(CONTENTS, name)
             except NotFound:
                 return "gone"
             if not PodSnapshotContent.from_dict(obj).terminal:
-                await self.fail(obj, c.REASON_LEASE_CANCELLED, f"{name}: {err}")
+                await self.fail(obj, c.REASON_LEASE_CANCELLED, f"{name}: {lost}")
             return "failed"
 
     async def _container_changed(self, work: Work) -> str | None:
@@ -289,7 +319,7 @@ class Captures:
                 log.info("removing stale staging directory %s", stale)
                 await anyio.to_thread.run_sync(shutil.rmtree, stale, True)
         # A dump killed with its agent may have left the container frozen.
-        await ensure_thawed(freezer_file(cfg.cgroup_root, work.facts.cgroups_path))
+        await ensure_thawed(freezer_file(cfg.cgroup_root, work.facts.cgroups_path), settle=False)
         if dest.final.exists():
             try:
                 manifest = await anyio.to_thread.run_sync(
@@ -324,14 +354,25 @@ class Captures:
                 await self._kill(strip_runtime_prefix(str(s["containerID"])))
 
     def _control_dir(self, facts: ContainerFacts) -> Path | None:
-        """The host side of the container's control volume (SPEC §3), from its runtime spec."""
+        """The host side of the container's control volume (SPEC §3): the bind source from its
+        runtime spec when the agent sees that path (the kubelet's pods directory is mounted),
+        else the same directory through the container's root in the host's /proc."""
         env = dict(
             e.split("=", 1) for e in (facts.spec.get("process") or {}).get("env") or [] if "=" in e
         )
         inside = next((env[k] for k in _CONTROL_ENVS if env.get(k)), c.CONTROL_MOUNT_PATH)
         for mount in facts.spec.get("mounts") or []:
             if mount.get("destination") == inside and mount.get("source"):
-                return Path(str(mount["source"]))
+                source = Path(str(mount["source"]))
+                if source.is_dir():
+                    return source
+                through_proc = (
+                    self.agent.settings.executor.host_proc
+                    / str(facts.pid)
+                    / "root"
+                    / inside.lstrip("/")
+                )
+                return through_proc if through_proc.is_dir() else None
         return None
 
     def _sentinel(self, facts: ContainerFacts) -> bool:
@@ -377,3 +418,14 @@ class Captures:
                 log.info("re-releasing %s/%s: Ready without sentinel", ns, pod_ref.name)
                 self._sentinel(facts)
         self._released.add(name)
+
+
+def _lease_lost(err: BaseException) -> LeaseLost | None:
+    """The LeaseLost behind ``err`` when that is all it holds, else None."""
+    if isinstance(err, LeaseLost):
+        return err
+    if isinstance(err, BaseExceptionGroup):
+        match, rest = err.split(LeaseLost)
+        if match is not None and rest is None:
+            return _lease_lost(match.exceptions[0])
+    return None

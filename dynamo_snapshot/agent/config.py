@@ -6,7 +6,7 @@ plus ``NODE_NAME`` and ``POD_NAMESPACE`` from the downward API), and its flag (`
 nodeName (required), namespace, runtimeEndpoint (default the containerd socket), hostProc,
 cgroupRoot, storageRoot, method (``auto|cri|criu``), criuPath, criuConfigFile, cudaCheckpoint
 (path of NVIDIA's ``cuda-checkpoint``; empty = no GPU step), workers, criTimeoutSeconds,
-checkpointTimeoutSeconds, readyTimeoutSeconds, leaseDurationSeconds (30), leaseRenewSeconds (10),
+checkpointTimeoutSeconds, leaseDurationSeconds (30), leaseRenewSeconds (10),
 fsync, shutdownGraceSeconds. ``ENV_NAMES`` below is the exact list of environment variables.
 
 The file is named by ``--config`` or ``DYNAMO_SNAPSHOT_CONFIG``.
@@ -47,7 +47,6 @@ class AgentConfig:
     workers: int = 4
     cri_timeout_seconds: float = 10.0
     checkpoint_timeout_seconds: float = 600.0
-    ready_timeout_seconds: float = 3600.0
     lease_duration_seconds: float = 30.0
     lease_renew_seconds: float = 10.0
     fsync: bool = True
@@ -87,7 +86,6 @@ _KEYS: Final = {
         "checkpoint_timeout_seconds",
         "DYNAMO_SNAPSHOT_CHECKPOINT_TIMEOUT_SECONDS",
     ),
-    "readyTimeoutSeconds": ("ready_timeout_seconds", ""),
     "leaseDurationSeconds": ("lease_duration_seconds", ""),
     "leaseRenewSeconds": ("lease_renew_seconds", ""),
     "fsync": ("fsync", "DYNAMO_SNAPSHOT_FSYNC"),
@@ -186,7 +184,6 @@ def validate(cfg: AgentConfig) -> None:
     for field in (
         "cri_timeout_seconds",
         "checkpoint_timeout_seconds",
-        "ready_timeout_seconds",
         "lease_duration_seconds",
         "lease_renew_seconds",
         "shutdown_grace_seconds",

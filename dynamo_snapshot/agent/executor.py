@@ -117,10 +117,12 @@ class Executor:
         os.mkdir(staging, DIR_MODE)
         freezer = freezer_file(self.config.cgroup_root, req.container.cgroups_path)
         options: list[str] = []
+        known: dict[str, tuple[int, str]] = {}
+        failed = False
         try:
             if method == "cri":
                 try:
-                    options = await self._dump_cri(req, staging, phases)
+                    options, known = await self._dump_cri(req, staging, phases)
                 except CriUnimplemented:
                     if self.config.method == "cri":
                         raise CaptureFailed(
@@ -130,10 +132,12 @@ class Executor:
                     _empty(staging)
                     method = "criu"
             if method == "criu":
-                options = await self._dump_criu(req, staging, phases, freezer)
+                options, known = await self._dump_criu(req, staging, phases, freezer)
             with phases.phase(DIGEST):
                 files = await anyio.to_thread.run_sync(
-                    lambda: artifact.digest_files(staging, workers=self.config.hash_workers)
+                    lambda: artifact.digest_files(
+                        staging, workers=self.config.hash_workers, known=known
+                    )
                 )
             with phases.phase(FINALIZE):
                 manifest = _manifest(req, dest, method, options, files, phases.timings)
@@ -141,14 +145,19 @@ class Executor:
                     lambda: self._finalize(staging, dest.final, manifest)
                 )
         except CaptureFailed:
+            failed = True
             raise
         except (OSError, artifact.ArtifactError, criu.CriuError, CriError) as err:
+            failed = True
             raise CaptureFailed(str(err)) from err
+        except BaseException:
+            failed = True
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 if staging.exists():
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, True))
-                if not await ensure_thawed(freezer):
+                if not await ensure_thawed(freezer, settle=failed):
                     raise CaptureFailed(f"container {req.container.container_id} stays frozen")
         return CaptureResult(
             method=method,
@@ -165,15 +174,31 @@ class Executor:
 
     # ---- cri ----
 
-    async def _dump_cri(self, req: CaptureRequest, staging: Path, phases: Phases) -> list[str]:
+    async def _dump_cri(
+        self, req: CaptureRequest, staging: Path, phases: Phases
+    ) -> tuple[list[str], dict[str, tuple[int, str]]]:
+        """CheckpointContainer into ``checkpoint.tar``; returns no options (the runtime chose
+        them) and the archive's digest, hashed while containerd writes it."""
         archive = staging / CRI_ARCHIVE  # a fresh path: containerd does not truncate
         timeout = self.config.checkpoint_timeout_s
         freezer = freezer_file(self.config.cgroup_root, req.container.cgroups_path)
-        with phases.phase(DUMP):
+        hasher = artifact.TailHasher(staging, CRI_ARCHIVE, "")
+        hashed: dict[str, tuple[int, str]] = {}
+
+        async def call() -> None:
             try:
                 await self.cri.checkpoint_container(
                     req.container.container_id, str(archive), timeout=timeout
                 )
+            finally:
+                hasher.stop()
+
+        async def hash_archive() -> None:
+            hashed.update(await anyio.to_thread.run_sync(hasher.run))
+
+        with phases.phase(DUMP):
+            try:
+                await _all(call, hash_archive)
             except CriDeadlineExceeded as err:
                 # containerd 2.1.9 leaves the task frozen when the call is cancelled.
                 with anyio.CancelScope(shield=True):
@@ -186,13 +211,15 @@ class Executor:
             except CriError as err:
                 raise CaptureFailed(str(err)) from err
         await anyio.to_thread.run_sync(lambda: check_cri_archive(archive))
-        return []
+        return [], hashed
 
     # ---- criu ----
 
     async def _dump_criu(
         self, req: CaptureRequest, staging: Path, phases: Phases, freezer: Path | None
-    ) -> list[str]:
+    ) -> tuple[list[str], dict[str, tuple[int, str]]]:
+        """Dump with CRIU; returns its options and the page images' digests (hashed while
+        written)."""
         c = req.container
         proc = self.config.host_proc
         images = staging / criu.IMAGES_DIR
@@ -217,16 +244,28 @@ class Executor:
             else None
         )
 
+        # The page images are hashed while CRIU writes them, on the other core.
+        hasher = artifact.TailHasher(images, "pages-", ".img")
+        hashed: dict[str, tuple[int, str]] = {}
+
         async def dump() -> None:
-            with phases.phase(DUMP):
-                if cuda is not None:
-                    await cuda.checkpoint(process_tree(proc, c.pid))
-                try:
-                    await criu.run_dump(self.config.criu_path, args, images, self.config.criu_env)
-                finally:
+            try:
+                with phases.phase(DUMP):
                     if cuda is not None:
-                        with anyio.CancelScope(shield=True):
-                            await cuda.resume()
+                        await cuda.checkpoint(process_tree(proc, c.pid))
+                    try:
+                        await criu.run_dump(
+                            self.config.criu_path, args, images, self.config.criu_env
+                        )
+                    finally:
+                        if cuda is not None:
+                            with anyio.CancelScope(shield=True):
+                                await cuda.resume()
+            finally:
+                hasher.stop()
+
+        async def hash_pages() -> None:
+            hashed.update(await anyio.to_thread.run_sync(hasher.run))
 
         def diff() -> None:
             with phases.phase(ROOTFS_DIFF):
@@ -237,7 +276,7 @@ class Executor:
 
         try:
             with anyio.fail_after(self.config.checkpoint_timeout_s):
-                await _both(dump, lambda: anyio.to_thread.run_sync(diff))
+                await _all(dump, lambda: anyio.to_thread.run_sync(diff), hash_pages)
         except TimeoutError as err:
             raise CaptureFailed(
                 f"CRIU dump did not finish within {self.config.checkpoint_timeout_s:g} s:\n"
@@ -248,11 +287,11 @@ class Executor:
         criu.check_images(images)
         (images / "descriptors.json").write_text(json.dumps(descriptors))
         (staging / criu.SPEC_DUMP).write_text(json.dumps(c.spec))
-        return args
+        return args, {f"{criu.IMAGES_DIR}/{name}": v for name, v in hashed.items()}
 
 
-async def _both(a: Callable[[], Awaitable[None]], b: Callable[[], Awaitable[None]]) -> None:
-    """Run both; if either fails the other is cancelled and the first failure is raised bare."""
+async def _all(*fns: Callable[[], Awaitable[None]]) -> None:
+    """Run all; if one fails the others are cancelled and the first failure is raised bare."""
     errors: list[BaseException] = []
 
     async def guard(fn: Callable[[], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
@@ -263,8 +302,8 @@ async def _both(a: Callable[[], Awaitable[None]], b: Callable[[], Awaitable[None
             tg.cancel_scope.cancel()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(guard, a, tg)
-        tg.start_soon(guard, b, tg)
+        for fn in fns:
+            tg.start_soon(guard, fn, tg)
     if errors:
         raise errors[0]
 

@@ -70,9 +70,17 @@ def _thaw(state_file: Path) -> None:
         state_file.write_text("0" if state_file.name == "cgroup.freeze" else "THAWED")
 
 
-async def ensure_thawed(state_file: Path | None, *, timeout: float = 10.0) -> bool:
-    """Thaw until the state stays THAWED for a settle window; False if it would not."""
+async def ensure_thawed(
+    state_file: Path | None, *, settle: bool = True, timeout: float = 10.0
+) -> bool:
+    """Thaw until the state stays THAWED for a settle window; False if it would not.
+
+    ``settle=False`` returns at once when nothing is frozen (no dump can be running: the
+    normal path); after a cancelled or failed dump the runtime may still freeze the cgroup
+    behind our back, hence the window."""
     if state_file is None:
+        return True
+    if not settle and not is_frozen(state_file):
         return True
     deadline = time.monotonic() + timeout
     thawed_since: float | None = None

@@ -23,6 +23,7 @@ A reconcile of one content reads in SPEC order:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -196,7 +197,8 @@ class Agent:
     ) -> Result | None:
         ns = content.spec.snapshot_ref.namespace
         pod_ref = content.spec.pod_ref
-        fail = self.captures.fail
+        # Decisions below are taken on the cached content: a Conflict retries the reconcile.
+        fail = functools.partial(self.captures.fail, retry=True)
         # -- gate --
         try:
             pod = await self.mgr.api_reader.get(PODS, pod_ref.name, ns)
@@ -219,13 +221,17 @@ class Agent:
             return None
         labels = meta.get("labels") or {}
         if labels.get(c.LABEL_CAPTURE_ELIGIBLE) != c.LABEL_TRUE:
-            await self.mgr.client.patch_merge(
+            # The pod's event will bring the content back as well; going on with the pod the
+            # patch returned saves that round trip (the gate itself never dumps).
+            pod = await self.mgr.client.patch_merge(
                 PODS,
                 pod_ref.name,
                 {"metadata": {"labels": {c.LABEL_CAPTURE_ELIGIBLE: c.LABEL_TRUE}}},
                 ns,
             )
-            return None  # the eligible pod's event brings this content back
+            meta = pod.get("metadata") or {}
+            status = pod.get("status") or {}
+            labels = meta.get("labels") or {}
         # -- capture decision --
         oldest = self._oldest_open_content(f"{ns}/{pod_ref.name}")
         if oldest is not None and oldest != req.name:

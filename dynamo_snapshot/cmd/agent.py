@@ -53,7 +53,6 @@ _FLAG_HELP: Final = {
     "workers": "reconcile workers (default 4)",
     "cri_timeout_seconds": "deadline of ordinary CRI calls (default 10)",
     "checkpoint_timeout_seconds": "deadline of one dump (default 600)",
-    "ready_timeout_seconds": "how long to wait for the target container to be Ready",
     "lease_duration_seconds": "checkpoint Lease duration (default 30)",
     "lease_renew_seconds": "checkpoint Lease renewal period (default 10)",
     "shutdown_grace_seconds": "on SIGTERM, how long a running dump may finish (default 60)",

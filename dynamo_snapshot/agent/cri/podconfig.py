@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Final
 
 from dynamo_snapshot.agent.cri.client import pb
-from dynamo_snapshot.api.constants import CONTROL_DIR_ENV, CONTROL_MOUNT_PATH
+from dynamo_snapshot.api.constants import (
+    CONTROL_DIR_ENV,
+    CONTROL_MOUNT_PATH,
+    LEGACY_CONTROL_DIR_ENV,
+)
 
 # The images hack/images builds and hack/node imports (`localhost/`: nothing tries a registry).
 WORKLOAD_IMAGE: Final = "localhost/dynamo-snapshot/workload:v1"
@@ -68,6 +72,7 @@ def workload_config(
     """
     envs = {
         CONTROL_DIR_ENV: CONTROL_DIR,
+        LEGACY_CONTROL_DIR_ENV: CONTROL_DIR,
         "WORKLOAD_TICK_SECONDS": f"{tick_seconds:g}",
         **(env or {}),
     }

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from dynamo_snapshot.agent.cri.client import CriClient, CriNotFound, pb
+from dynamo_snapshot.agent.cri.client import CriClient, CriError, CriNotFound, pb
 from dynamo_snapshot.agent.cri.podconfig import sandbox_config, workload_config
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.runtime import NODES, PODS, AlreadyExists, NotFound, RestClient
@@ -195,11 +195,25 @@ async def played_pod(
             tg.cancel_scope.cancel()
     finally:
         if pod.sandbox_id:
-            with contextlib.suppress(CriNotFound):
-                await cri.stop_pod_sandbox(pod.sandbox_id)
-                await cri.remove_pod_sandbox(pod.sandbox_id)
+            await _remove_sandbox(cri, pod.sandbox_id)
             if pod.sandbox_config is not None:
                 remove_cgroups(pod.sandbox_config.linux.cgroup_parent)
+
+
+async def _remove_sandbox(cri: CriClient, sandbox_id: str) -> None:
+    """Stop and remove, as a kubelet does: again when containerd 2.1 answers "ttrpc: closed"
+    (a shim that exited with its container while being stopped)."""
+    for attempt in range(5):
+        try:
+            await cri.stop_pod_sandbox(sandbox_id)
+            await cri.remove_pod_sandbox(sandbox_id)
+            return
+        except CriNotFound:
+            return
+        except CriError:
+            if attempt == 4:
+                raise
+            await anyio.sleep(0.2 * (attempt + 1))
 
 
 async def _keep_in_step(pod: PlayedPod) -> None:

@@ -76,6 +76,14 @@ async def test_capture_end_to_end(
         pod_obj = await api.get(PODS, pod.name, namespace)
         assert pod_obj["metadata"]["labels"][c.LABEL_CAPTURE_ELIGIBLE] == c.LABEL_TRUE
 
+        assert mgr.health_address is not None
+        host, port = mgr.health_address
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{host}:{port}/healthz?verbose") as resp,
+        ):
+            assert resp.status == 200
+            assert "[+]cri ok" in await resp.text()
         assert mgr.metrics_address is not None
         samples = await scrape(mgr.metrics_address)
         counts = samples["dynamo_snapshot_capture_duration_seconds_count"]

@@ -4,10 +4,13 @@
 # CRIU images. Unpacked privately with hack/lib/debs.sh, never installed system-wide.
 #
 # Prints two lines: CHECKPOINTCTL=<wrapper> and CRIT=<wrapper>.
+# The NAME_SUITE/_VERSION/_MIN variables are read by fetch_package through indirect expansion.
+# shellcheck disable=SC2034
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
 # shellcheck source=../../../hack/lib/debs.sh
+# shellcheck source=../../../hack/lib/debs.sh disable=SC1091
 source "$repo/hack/lib/debs.sh"
 
 CHECKPOINTCTL_SUITE=trixie

@@ -86,3 +86,31 @@ def test_symlink_in_artifact_is_refused(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to("/etc/passwd")
     with pytest.raises(artifact.ArtifactError, match="not a regular file"):
         artifact.digest_files(tmp_path)
+
+
+def test_tail_hasher_follows_files_as_they_grow(tmp_path: Path) -> None:
+    import threading
+
+    chunks = [os.urandom(1 << 20) for _ in range(8)]
+    hasher = artifact.TailHasher(tmp_path, "pages-", ".img")
+    out: dict[str, tuple[int, str]] = {}
+    t = threading.Thread(target=lambda: out.update(hasher.run()))
+    t.start()
+    with (tmp_path / "pages-1.img").open("wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+    (tmp_path / "other.img").write_bytes(b"ignored")
+    hasher.stop()
+    t.join(10)
+    data = b"".join(chunks)
+    assert out == {"pages-1.img": (len(data), hashlib.sha256(data).hexdigest())}
+    # A known digest is used only while the size still matches.
+    known = {"pages-1.img": out["pages-1.img"]}
+    assert {d.path: d.sha256 for d in artifact.digest_files(tmp_path, known=known)}[
+        "pages-1.img"
+    ] == hashlib.sha256(data).hexdigest()
+    stale = {"pages-1.img": (len(data), "0" * 64)}
+    (tmp_path / "pages-1.img").write_bytes(b"changed")
+    digests = {d.path: d.sha256 for d in artifact.digest_files(tmp_path, known=stale)}
+    assert digests["pages-1.img"] == hashlib.sha256(b"changed").hexdigest()
