@@ -13,6 +13,7 @@ export KUBE_VERSION := kube_version
 import 'hack/recipes/node.just'
 import 'hack/recipes/api.just'
 import 'hack/recipes/bench.just'
+import 'hack/recipes/e2e.just'
 
 # List the recipes
 default:

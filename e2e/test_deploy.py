@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from e2e.conftest import REPO, Cluster
+from e2e.conftest import REPO, Cluster, Env
+from e2e.deploy import DAEMONSET, DEPLOYMENTS, Kubectl, agents_ready, ready_nodes
+from e2e.metrics import component_pods, scrape
 
 SYSTEM_NAMESPACE = "dynamo-snapshot-system"
 
@@ -48,3 +50,44 @@ def test_sample_checkpoint_shows_printer_columns(deployed: Cluster, namespace: s
     assert header[:1] == ["NAME"]
     for column in ("MODEL", "BACKEND", "PHASE", "CHECKPOINTID", "AGE"):
         assert column in header, header
+
+
+def test_every_component_is_available_with_ready_pods(deployed: Cluster) -> None:
+    """Both controller Deployments Available and an agent on every Ready node, each pod's
+    containers Ready (their /readyz answered the kubelet's probe)."""
+    deployments = json.loads(
+        deployed.kubectl("get", "deploy", "-n", SYSTEM_NAMESPACE, "-o", "json")
+    )
+    for d in deployments["items"]:
+        name = d["metadata"]["name"]
+        available = next(c for c in d["status"]["conditions"] if c["type"] == "Available")
+        assert available["status"] == "True", (name, available)
+        assert d["status"].get("readyReplicas") == d["spec"]["replicas"], (name, d["status"])
+    kubectl = Kubectl(deployed.kubeconfig)
+    ds = kubectl.json("get", "ds", DAEMONSET, "-n", SYSTEM_NAMESPACE)
+    nodes = ready_nodes(kubectl)
+    agents = component_pods(deployed, DAEMONSET)
+    assert nodes, "no Ready node"
+    assert agents_ready(ds, agents, nodes), [
+        (p["spec"].get("nodeName"), p["status"]) for p in agents
+    ]
+    pods = json.loads(deployed.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "json"))
+    on_ready_nodes = [p for p in pods["items"] if p["spec"].get("nodeName") in nodes]
+    assert len(on_ready_nodes) == 2 + len(nodes), [p["metadata"]["name"] for p in pods["items"]]
+    for p in on_ready_nodes:
+        ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", (p["metadata"]["name"], p["status"])
+        assert all(s["ready"] for s in p["status"]["containerStatuses"]), p["status"]
+
+
+def test_components_serve_metrics_on_their_bind_address(env: Env) -> None:
+    """Each running component's /metrics (on its bind address, or through the apiserver's pod
+    proxy where a cluster allows it) answers with controller-runtime's series."""
+    nodes = ready_nodes(Kubectl(env.cluster.kubeconfig))
+    pods = [p for p in component_pods(env.cluster) if p["spec"].get("nodeName") in nodes]
+    names = {p["metadata"]["labels"]["app.kubernetes.io/name"] for p in pods}
+    assert names == {*DEPLOYMENTS, DAEMONSET}, names
+    for pod in pods:
+        text = scrape(env.cluster, pod)
+        assert "controller_runtime_reconcile_total" in text, (pod["metadata"]["name"], text[:500])
+        assert "workqueue_depth" in text

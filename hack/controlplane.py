@@ -136,6 +136,12 @@ class Pki:
                     str(self.ca),
                     "-subj",
                     "/CN=dynamo-snapshot-local-ca",
+                    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a CA without key usage
+                    # is refused, as by the in-cluster image's components.
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
                 ]
             )
         names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
