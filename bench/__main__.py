@@ -1,6 +1,7 @@
 """`python -m bench [NAME ...] [-- ARGS]`: run benchmarks by name (all when none is given).
 
 Names: cache (in-cache representation, standalone), workqueue (ours vs client-go, standalone),
+loopstall (event-loop stall during a 50k relist and resync, ours vs the code before, standalone),
 informer (informer memory per Pod, needs a cluster), latency (event to reconcile-start latency and
 throughput vs controller-runtime and kopf, needs a cluster), controllers (N DynamoCheckpoints to
 Ready through both controllers, cache reads vs live reads; starts its own control planes).
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "informer": "bench.informer_memory",
     "latency": "bench.latency",
     "controllers": "bench.controllers_scale",
+    "loopstall": "bench.loop_stall",
 }
 
 

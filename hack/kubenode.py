@@ -197,10 +197,9 @@ class NodePaths:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and os.readlink(link).startswith(str(self.pod_logs)):
                         link.unlink()
-        results = Path("/var/lib/cni/results")
-        if results.is_dir():
-            for f in results.glob(f"{self.network}-*"):
-                f.unlink(missing_ok=True)
+        # A pod killed with its node never had its CNI DEL: its cache entry stays behind.
+        for f in self._cni_cache_entries():
+            f.unlink(missing_ok=True)
         if not _mounts_under(self.dir):
             for d in (self.root, self.pod_logs, self.dir / "cni-ipam"):
                 subprocess.run(["rm", "-rf", str(d)], check=False)
@@ -220,7 +219,18 @@ class NodePaths:
         ]
         if Path(f"/sys/class/net/{self.bridge}").exists():
             found.append(f"interface {self.bridge}")
+        found += [f"CNI cache {f}" for f in self._cni_cache_entries()]
         return found
+
+    def _cni_cache_entries(self) -> list[Path]:
+        """libcni's result cache (a fixed path) entries of pods whose network namespace was ours."""
+        entries = []
+        results = Path("/var/lib/cni/results")
+        for f in results.iterdir() if results.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if json.loads(f.read_text()).get("netns", "").startswith(f"{self.dir}/"):
+                    entries.append(f)
+        return entries
 
 
 @attrs.define
@@ -284,6 +294,14 @@ class KubeNode:
 
     def up(self) -> None:
         """Start the node, or reuse it when its kubelet runs and the Node is Ready."""
+        # The kubelet binds unix sockets under its root, the longest being
+        # pod-resources/<10 digits>; a socket path is limited to 107 bytes.
+        longest = len(str(self.kubelet_root / "pod-resources" / ("9" * 10)))
+        if longest > 107:
+            raise NodeError(
+                f"the node directory {self.dir} is too long for the kubelet's unix sockets"
+                f" ({longest} > 107 bytes): use a cluster directory with a shorter path"
+            )
         if not self.cluster.ports or not self.cluster.healthy():
             raise NodeError(f"no running control plane in {self.cluster.dir}: start it first")
         registry = Registry()

@@ -44,7 +44,7 @@ async def run(kubeconfig: Path, namespace: str, workers: int, rec: Recorder) -> 
             metrics=Metrics(),
             need_leader_election=False,
         )
-        ctrl.watch(informer, EnqueueRequestForObject())
+        ctrl.watches(informer, EnqueueRequestForObject())
         async with anyio.create_task_group() as tg:
             tg.start_soon(cache.run)
             tg.start_soon(ctrl.run)

@@ -78,6 +78,7 @@ class ControllerBuilder:
         self._rate_limiter: RateLimiter | None = None
         self._need_leader_election = True
         self._channels: list[Channel] = []
+        self._reconcile_timeout: float | None = None
         self._tasks: list[BackgroundTasks] = []
 
     def named(self, name: str) -> Self:
@@ -188,6 +189,12 @@ class ControllerBuilder:
         self._workers = n
         return self
 
+    def with_reconcile_timeout(self, seconds: float) -> Self:
+        """Cancel a reconcile that runs longer (counted in
+        ``controller_runtime_reconcile_timeouts_total``, then retried with backoff)."""
+        self._reconcile_timeout = seconds
+        return self
+
     def with_rate_limiter(self, rate_limiter: RateLimiter) -> Self:
         """Replace the default backoff (5 ms .. 1000 s per key, 10 qps overall)."""
         self._rate_limiter = rate_limiter
@@ -217,6 +224,7 @@ class ControllerBuilder:
             tracer=mgr.tracer,
             need_leader_election=self._need_leader_election,
             cache_sync_timeout=mgr.options.cache_sync_timeout,
+            reconcile_timeout=self._reconcile_timeout,
         )
         first = self._watches[0]
         controller.for_view = View(first.namespace, first.label_selector, first.field_selector)
@@ -224,7 +232,7 @@ class ControllerBuilder:
             informer = mgr.cache.informer_for(
                 w.resource, w.namespace, w.label_selector, w.field_selector
             )
-            controller.watch(informer, w.handler, (*w.predicates, *self._filters))
+            controller.watches(informer, w.handler, (*w.predicates, *self._filters))
         for channel in self._channels:
             channel.subscribe(controller.queue.add)
         for tasks in self._tasks:

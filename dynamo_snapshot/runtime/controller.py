@@ -2,7 +2,7 @@
 
 A :class:`Controller` owns one :class:`~dynamo_snapshot.runtime.workqueue.WorkQueue` of
 :class:`~dynamo_snapshot.runtime.reconcile.Request` s. Informer events reach it through
-:meth:`Controller.watch` (a handler maps each event to requests, predicates filter them first);
+:meth:`Controller.watches` (a handler maps each event to requests, predicates filter them first);
 ``max_concurrent_reconciles`` workers then loop: take a key, call the reconciler, act on the
 outcome, mark the key done. The queue guarantees that no key is ever held by two workers at once,
 and that events arriving during a reconcile cause exactly one more pass afterwards.
@@ -48,7 +48,7 @@ from .reconcile import ReconcileFunc, Reconciler, Request, Result, TerminalError
 from .tracing import SPAN_RECONCILE
 from .workqueue import QueueShutDown, WorkQueue
 
-__all__ = ["PANIC_TYPES", "Controller", "Watchable"]
+__all__ = ["PANIC_TYPES", "Controller", "ReconcileTimeout", "Watchable"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ PANIC_TYPES: tuple[type[BaseException], ...] = (
     ZeroDivisionError,
 )
 """Exceptions counted as panics: a bug in the reconciler, not a condition of the world."""
+
+
+class ReconcileTimeout(TimeoutError):
+    """A reconcile ran past the controller's ``reconcile_timeout`` and was cancelled."""
 
 
 class Watchable(Protocol):
@@ -107,6 +111,7 @@ class Controller:
         tracer: Tracer | None = None,
         need_leader_election: bool = True,
         cache_sync_timeout: float = 120.0,
+        reconcile_timeout: float | None = None,
     ) -> None:
         if max_concurrent_reconciles < 1:
             raise ValueError("max_concurrent_reconciles must be at least 1")
@@ -118,6 +123,7 @@ class Controller:
         self._clock = clock or RealClock()
         self._tracer: Tracer = tracer or NoOpTracer()
         self._cache_sync_timeout = cache_sync_timeout
+        self.reconcile_timeout = reconcile_timeout
         self.queue: WorkQueue[Request] = WorkQueue(
             name, rate_limiter=rate_limiter, clock=self._clock
         )
@@ -136,7 +142,7 @@ class Controller:
     def __repr__(self) -> str:
         return f"Controller({self.name!r})"
 
-    def watch(
+    def watches(
         self, informer: Watchable, handler: Handler, predicates: Sequence[Predicate] = ()
     ) -> None:
         """Enqueue ``handler``'s requests for every event of ``informer`` that passes
@@ -214,10 +220,23 @@ class Controller:
             self._metrics.time.observe(self._clock.now() - start)
             self._metrics.total[outcome].inc()
 
+    async def _call_reconciler(self, req: Request) -> Result | None:
+        if self.reconcile_timeout is None:
+            return await self._reconcile(req)
+        with anyio.move_on_after(self.reconcile_timeout) as scope:
+            return await self._reconcile(req)
+        # The reconciler was cancelled at its deadline: an error, retried with backoff.
+        assert scope.cancelled_caught
+        if self._metrics:
+            self._metrics.timeouts.inc()
+        raise ReconcileTimeout(
+            f"reconcile {req.key} did not finish within {self.reconcile_timeout:g}s"
+        )
+
     async def _reconcile_once(self, req: Request, span: Span) -> str:
         extra = {"controller": self.name, "key": req.key}
         try:
-            result = await self._reconcile(req)
+            result = await self._call_reconciler(req)
         except Exception as err:
             span.record_exception(err)
             span.set_status(StatusCode.ERROR, str(err))
@@ -245,6 +264,9 @@ class Controller:
         if result.requeue_after:
             self.queue.forget(req)
             self.queue.add_after(req, result.requeue_after)
+            # controller-runtime counts a requeue_after in workqueue_retries_total too.
+            if self.queue.metrics is not None:
+                self.queue.metrics.retried()
             return "requeue_after"
         if result.requeue:
             self.queue.add_rate_limited(req)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 
 from .informer import DeletedFinalStateUnknown, object_of
+from .objects import Obj, meta
 from .predicate import Predicate
 from .reconcile import Request
 from .resource import Resource
@@ -43,7 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Obj = Mapping[str, Any]
 MapFunc = Callable[[Obj], Iterable[Request]]
 
 
@@ -59,20 +59,15 @@ class Queue(Protocol):
     def add(self, item: Request) -> None: ...
 
 
-def _meta(obj: Obj) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
 class EnqueueRequestForObject:
     """The object's own namespace and name."""
 
     def requests(self, obj: Obj) -> Iterable[Request]:
-        meta = _meta(obj)
-        name = meta.get("name")
+        m = meta(obj)
+        name = m.get("name")
         if not name:
             return ()
-        return (Request(str(meta.get("namespace") or ""), str(name)),)
+        return (Request(str(m.get("namespace") or ""), str(name)),)
 
 
 def _group_of(api_version: str) -> str:
@@ -91,10 +86,10 @@ class EnqueueRequestForOwner:
     only_controller: bool = True
 
     def requests(self, obj: Obj) -> Iterable[Request]:
-        meta = _meta(obj)
-        namespace = str(meta.get("namespace") or "") if self.owner.namespaced else ""
+        m = meta(obj)
+        namespace = str(m.get("namespace") or "") if self.owner.namespaced else ""
         out: list[Request] = []
-        for ref in meta.get("ownerReferences") or ():
+        for ref in m.get("ownerReferences") or ():
             if not isinstance(ref, Mapping):
                 continue
             if self.only_controller and not ref.get("controller"):

@@ -110,11 +110,14 @@ class EventHandler(Protocol):
 
 @attrs.frozen
 class FuncHandler:
-    """An :class:`EventHandler` from plain functions; a missing one ignores that event."""
+    """An :class:`EventHandler` from plain functions (``FuncHandler(on_add=f)``, named as the
+    predicates' ``Funcs(on_create=...)`` are); a missing one ignores that event."""
 
-    add: Callable[[Obj], None] | None = None
-    update: Callable[[Obj, Obj], None] | None = None
-    delete: Callable[[Obj | DeletedFinalStateUnknown], None] | None = None
+    add: Callable[[Obj], None] | None = attrs.field(default=None, alias="on_add")
+    update: Callable[[Obj, Obj], None] | None = attrs.field(default=None, alias="on_update")
+    delete: Callable[[Obj | DeletedFinalStateUnknown], None] | None = attrs.field(
+        default=None, alias="on_delete"
+    )
 
     def on_add(self, obj: Obj) -> None:
         if self.add is not None:
@@ -148,7 +151,7 @@ class SharedInformer:
         page_size: int = 500,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
         watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
-        yield_every: int = 256,
+        yield_every: int = 64,
         on_skip: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.resource = resource

@@ -15,7 +15,8 @@ series                                                  labels                  
 ``controller_runtime_reconcile_time_seconds``           controller                      histogram
 ``controller_runtime_max_concurrent_reconciles``        controller                      gauge
 ``controller_runtime_active_workers``                   controller                      gauge
-``workqueue_depth``                                     name, controller                gauge
+``controller_runtime_reconcile_timeouts_total``         controller                      counter
+``workqueue_depth``                                     name, controller, priority      gauge
 ``workqueue_adds_total``                                name, controller                counter
 ``workqueue_queue_duration_seconds``                    name, controller                histogram
 ``workqueue_work_duration_seconds``                     name, controller                histogram
@@ -106,6 +107,12 @@ class Metrics:
             buckets=RECONCILE_BUCKETS,
             registry=r,
         )
+        self.reconcile_timeouts = Counter(
+            "controller_runtime_reconcile_timeouts",
+            "Total number of reconciliation timeouts per controller",
+            c,
+            registry=r,
+        )
         self.max_concurrent_reconciles = Gauge(
             "controller_runtime_max_concurrent_reconciles",
             "Maximum number of concurrent reconciles per controller",
@@ -119,7 +126,13 @@ class Metrics:
             registry=r,
         )
         q = ["name", "controller"]
-        self.wq_depth = Gauge("workqueue_depth", "Current depth of workqueue", q, registry=r)
+        # controller-runtime v0.22 labels depth by priority too ("" for a plain queue).
+        self.wq_depth = Gauge(
+            "workqueue_depth",
+            "Current depth of workqueue",
+            ["name", "controller", "priority"],
+            registry=r,
+        )
         self.wq_adds = Counter(
             "workqueue_adds", "Total number of adds handled by workqueue", q, registry=r
         )
@@ -250,6 +263,7 @@ class ControllerMetrics:
         self.errors = m.reconcile_errors.labels(name)
         self.terminal_errors = m.terminal_reconcile_errors.labels(name)
         self.panics = m.reconcile_panics.labels(name)
+        self.timeouts = m.reconcile_timeouts.labels(name)
         self.time = m.reconcile_time.labels(name)
         self.active_workers = m.active_workers.labels(name)
         m.max_concurrent_reconciles.labels(name).set(max_concurrent_reconciles)
@@ -262,7 +276,7 @@ class WorkqueueMetrics:
     def __init__(self, m: Metrics, name: str, in_flight: Callable[[], tuple[float, float]]) -> None:
         # controller-runtime labels its queues with the controller name under both label names.
         labels = (name, name)
-        self._depth = m.wq_depth.labels(*labels)
+        self._depth = m.wq_depth.labels(name, name, "")
         self._adds = m.wq_adds.labels(*labels)
         self._queue_duration = m.wq_queue_duration.labels(*labels)
         self._work_duration = m.wq_work_duration.labels(*labels)

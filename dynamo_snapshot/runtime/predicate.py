@@ -3,7 +3,9 @@
 An informer reports every change of every object it watches; most are noise for a given
 controller (a status write by the controller itself, a heartbeat annotation). A
 :class:`Predicate` filters events before they become work-queue keys, with one method per event
-type: ``create``, ``update(old, new)``, ``delete`` and ``generic`` (a resync). An event passes a
+type: ``create``, ``update(old, new)`` and ``delete`` (nothing in the framework emits
+controller-runtime's generic events: a channel source sends requests, not objects). An event
+passes a
 controller's watch only when every predicate on it says yes.
 
 Provided, as in controller-runtime's ``predicate`` package:
@@ -22,10 +24,11 @@ Predicates are synchronous, cheap, and must not mutate the objects (they are the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import attrs
+
+from .objects import Obj, meta
 
 __all__ = [
     "Funcs",
@@ -40,8 +43,6 @@ __all__ = [
     "resource_version_changed",
 ]
 
-Obj = Mapping[str, Any]
-
 
 class Predicate:
     """Passes every event; subclasses override the event types they filter."""
@@ -55,9 +56,6 @@ class Predicate:
     def delete(self, obj: Obj) -> bool:
         return True
 
-    def generic(self, obj: Obj) -> bool:
-        return True
-
 
 @attrs.frozen
 class Funcs(Predicate):
@@ -66,7 +64,6 @@ class Funcs(Predicate):
     on_create: Callable[[Obj], bool] | None = None
     on_update: Callable[[Obj, Obj], bool] | None = None
     on_delete: Callable[[Obj], bool] | None = None
-    on_generic: Callable[[Obj], bool] | None = None
 
     def create(self, obj: Obj) -> bool:
         return self.on_create is None or self.on_create(obj)
@@ -77,23 +74,15 @@ class Funcs(Predicate):
     def delete(self, obj: Obj) -> bool:
         return self.on_delete is None or self.on_delete(obj)
 
-    def generic(self, obj: Obj) -> bool:
-        return self.on_generic is None or self.on_generic(obj)
-
-
-def _meta(obj: Obj) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
 
 def new_predicate(fn: Callable[[Obj], bool]) -> Predicate:
     """Apply ``fn`` to the object of every event (the new object of an update)."""
-    return Funcs(on_create=fn, on_update=lambda _old, new: fn(new), on_delete=fn, on_generic=fn)
+    return Funcs(on_create=fn, on_update=lambda _old, new: fn(new), on_delete=fn)
 
 
 def _changed(field: str) -> Predicate:
     def update(old: Obj, new: Obj) -> bool:
-        return _meta(old).get(field) != _meta(new).get(field)
+        return meta(old).get(field) != meta(new).get(field)
 
     return Funcs(on_update=update)
 
@@ -111,7 +100,7 @@ def resource_version_changed() -> Predicate:
 def _map_changed(field: str) -> Predicate:
     def update(old: Obj, new: Obj) -> bool:
         # A missing map and an empty one are the same to anyone reading them.
-        return dict(_meta(old).get(field) or {}) != dict(_meta(new).get(field) or {})
+        return dict(meta(old).get(field) or {}) != dict(meta(new).get(field) or {})
 
     return Funcs(on_update=update)
 
@@ -132,7 +121,6 @@ def and_(*preds: Predicate) -> Predicate:
         on_create=lambda o: all(p.create(o) for p in preds),
         on_update=lambda a, b: all(p.update(a, b) for p in preds),
         on_delete=lambda o: all(p.delete(o) for p in preds),
-        on_generic=lambda o: all(p.generic(o) for p in preds),
     )
 
 
@@ -142,7 +130,6 @@ def or_(*preds: Predicate) -> Predicate:
         on_create=lambda o: any(p.create(o) for p in preds),
         on_update=lambda a, b: any(p.update(a, b) for p in preds),
         on_delete=lambda o: any(p.delete(o) for p in preds),
-        on_generic=lambda o: any(p.generic(o) for p in preds),
     )
 
 
@@ -152,5 +139,4 @@ def not_(pred: Predicate) -> Predicate:
         on_create=lambda o: not pred.create(o),
         on_update=lambda a, b: not pred.update(a, b),
         on_delete=lambda o: not pred.delete(o),
-        on_generic=lambda o: not pred.generic(o),
     )

@@ -23,6 +23,8 @@ from typing import Protocol
 
 import attrs
 
+from .objects import object_key
+
 __all__ = ["ReconcileFunc", "Reconciler", "Request", "Result", "TerminalError"]
 
 
@@ -36,7 +38,7 @@ class Request:
     @property
     def key(self) -> str:
         """``namespace/name`` (or ``name``), the same key the informer store uses."""
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return object_key(self.namespace, self.name)
 
     def __str__(self) -> str:
         return self.key

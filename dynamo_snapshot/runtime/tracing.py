@@ -5,20 +5,25 @@ the result; code inside the reconcile can add child spans through the same trace
 leave the process is decided by the standard OpenTelemetry environment variables:
 
 * ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set → spans are
-  batched and exported over OTLP/gRPC (the exporter reads the rest of the ``OTEL_EXPORTER_OTLP_*``
-  variables itself: headers, TLS, timeout);
+  batched and exported over OTLP, by gRPC or, with ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or
+  ``..._TRACES_PROTOCOL``) ``http/protobuf``, by HTTP; another protocol is a ``ValueError`` at
+  start-up rather than silently ignored. The exporter reads the rest of the
+  ``OTEL_EXPORTER_OTLP_*`` variables itself: headers, TLS, timeout;
 * ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true`` → off;
 * otherwise a no-op tracer: spans cost almost nothing and go nowhere.
 
 ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` name the service as usual. The provider is
-owned by whoever calls :func:`tracer_provider_from_env` (the manager) and is never installed as the
-process-global provider; :func:`shutdown` flushes it.
+owned by whoever calls :func:`tracer_provider_from_env` (the manager); it becomes the
+process-global provider only when asked (:func:`install_global`, or the manager option
+``global_tracer_provider``), so that gRPC and aiohttp instrumentations report through it;
+:func:`shutdown` flushes it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import anyio
 from opentelemetry.trace import NoOpTracerProvider, Tracer, TracerProvider
@@ -63,18 +68,48 @@ def tracer_provider_from_env(
     """An SDK provider with an OTLP/gRPC batch exporter when configured, else a no-op one."""
     if not exporting(env):
         return NoOpTracerProvider()
-    # Imported here so a process that does not export never loads gRPC.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    source = os.environ if env is None else env
+    exporter = _exporter(_protocol(source))
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over our default.
-    source = os.environ if env is None else env
     attrs = {} if source.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     provider = SDKTracerProvider(resource=Resource.create(attrs))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def _protocol(env: Mapping[str, str]) -> str:
+    """The OTLP transport the environment asks for (the traces-specific variable wins)."""
+    value = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    )
+    protocol = value.strip().lower()
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={value!r} is not supported; use one of {PROTOCOLS}"
+        )
+    return protocol
+
+
+def _exporter(protocol: str) -> Any:
+    # Imported here so a process that does not export never loads gRPC or the HTTP exporter.
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HTTPSpanExporter,
+        )
+
+        return HTTPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 def tracer(provider: TracerProvider) -> Tracer:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from controlplane import ControlPlane
 from kubenode import TEST_TOLERATION, KubeNode
 from nodehost import HOST_PATHS, Registry, read_sysctls
@@ -51,7 +52,9 @@ def _cgroup_pids(node: KubeNode) -> set[int]:
     return {int(p) for f in top.rglob("cgroup.procs") for p in f.read_text().split()}
 
 
-async def test_up_reuses_and_down_leaves_nothing(tmp_path: Path) -> None:
+async def test_up_reuses_and_down_leaves_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A short directory: the kubelet's unix sockets live under it (107 bytes at most).
+    tmp_path = tmp_path_factory.mktemp("life")
     registry = Registry()
     others_before = {n for n, d in registry.entries().items()}
     sysctls_before, paths_before = _host()

@@ -1,9 +1,10 @@
 """A tiny manager process for the leader-election tests (not a test module).
 
 It reconciles the ConfigMaps labelled ``app=leader-test`` in one namespace, with leader election on
-the Lease named by ``--lease``, and appends one JSON line a reconcile to ``--log`` (and a line when
-it starts, leads and exits), so the test can tell which replica acted. SIGTERM shuts it down the
-way a Pod's termination would.
+the Lease named by ``--lease``, and appends a JSON line when a reconcile starts and one when it is
+done to ``--log`` (and a line when it starts and exits), each with a wall-clock time, so the test
+can tell which replica acted and when. Reconciles of ``slow-*`` objects last ``--slow`` seconds.
+SIGTERM shuts it down the way a Pod's termination would.
 
     python tests/integration/runtime/leader_app.py --kubeconfig K --namespace NS --lease L \\
         --identity a --log /tmp/a.jsonl
@@ -42,6 +43,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lease-duration", type=float, default=15.0)
     p.add_argument("--renew-deadline", type=float, default=10.0)
     p.add_argument("--retry-period", type=float, default=2.0)
+    p.add_argument("--graceful", type=float, default=5.0, help="graceful shutdown timeout")
+    p.add_argument("--slow", type=float, default=0.0, help="reconciles of slow-* take this long")
     return p.parse_args(argv)
 
 
@@ -71,12 +74,15 @@ async def main(args: argparse.Namespace) -> int:
                 lease_duration=args.lease_duration,
                 renew_deadline=args.renew_deadline,
                 retry_period=args.retry_period,
-                graceful_shutdown_timeout=5.0,
+                graceful_shutdown_timeout=args.graceful,
             ),
         )
 
         async def reconcile(req: Request) -> None:
             note("reconcile", key=req.key)
+            if req.name.startswith("slow-"):
+                await anyio.sleep(args.slow)  # a reconcile in flight when SIGTERM comes
+            note("done", key=req.key)
 
         ControllerBuilder(mgr).named("leader-test").for_(
             CONFIGMAPS, label_selector=SELECTOR

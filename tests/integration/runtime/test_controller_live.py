@@ -22,7 +22,7 @@ from dynamo_snapshot.runtime.resource import CONFIGMAPS
 from tests.support import wait_for
 
 
-def make_manager(kube_api: ApiClient, namespace: str, **opts: Any) -> Manager:
+def make_manager(kube_api: ApiClient, namespace: str | None, **opts: Any) -> Manager:
     return Manager(
         kube_api,
         ManagerOptions(
@@ -81,8 +81,8 @@ async def test_rapid_updates_coalesce_and_reconcile_sees_latest(
 
     async def reconcile(req: Request) -> None:
         obj = cached(mgr, req.name, req.namespace)
-        assert obj is not None
-        seen.append(obj["data"]["n"])
+        # Recorded, asserted after the run: an assert here would be caught by the controller.
+        seen.append(obj["data"]["n"] if obj is not None else "<not in cache>")
         await gate.wait()  # a slow reconcile: it lasts until the test has sent every update
 
     ctl = ControllerBuilder(mgr).for_(CONFIGMAPS, label_selector=SELECTOR).complete(reconcile)

@@ -57,6 +57,14 @@ class Replica:
     def reconciled(self) -> set[str]:
         return {e["key"] for e in self.lines() if e["event"] == "reconcile"}
 
+    def times(self, event: str, key: str | None = None) -> list[float]:
+        """Wall-clock times of ``event`` lines (for ``key``)."""
+        return [
+            e["t"]
+            for e in self.lines()
+            if e["event"] == event and (key is None or e.get("key") == key)
+        ]
+
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
@@ -110,11 +118,21 @@ async def test_only_the_leader_reconciles_and_a_standby_takes_over_after_kill_9(
     for i in range(3):
         await client.create(CONFIGMAPS, cm(f"cm-{i}", namespace))
     await wait_for(lambda: leader.reconciled() >= keys, 30, "the leader to reconcile")
-    # The standby has synced its cache and polls the lease several times a second meanwhile.
-    await wait_for(lambda: standby.proc.poll() is None, 1, "the standby to be running")
-    assert standby.reconciled() == set()
+    # Keep changing the objects for several lease durations (many renewals, many polls by the
+    # standby): exclusivity must hold over time, not only at one instant.
+    for round_ in range(12):
+        for i in range(3):
+            data = {"data": {"round": str(round_)}}
+            await client.patch_merge(CONFIGMAPS, f"cm-{i}", data, namespace)
+        await anyio.sleep(FAST["lease_duration"] / 4)
+    await wait_for(
+        lambda: len(leader.times("reconcile")) >= 3 * 13, 30, "the leader to see every change"
+    )
+    assert standby.proc.poll() is None, "the standby died"
+    assert standby.reconciled() == set(), "the standby reconciled while the leader led"
 
     leader.signal(signal.SIGKILL)
+    killed_wall = time.time()
     killed_at = time.monotonic()
     await wait_for(
         lambda: _is(holder(client, namespace), standby.identity), 30, "the standby to take over"
@@ -131,6 +149,10 @@ async def test_only_the_leader_reconciles_and_a_standby_takes_over_after_kill_9(
         30,
         "the new leader to reconcile everything",
     )
+    # Never both: every reconcile of the old leader started before the kill, every one of the
+    # new leader after it.
+    assert max(leader.times("reconcile")) < killed_wall
+    assert min(standby.times("reconcile")) > killed_wall
 
 
 async def _is(value: Any, expected: str) -> bool:
@@ -162,6 +184,43 @@ async def test_sigterm_releases_the_lease_at_once(
     # b polls every 2 s * (1 + up to 1.2): well inside the 15 s it would wait for an expiry.
     assert took < 8.0, f"takeover took {took:.1f}s"
     await wait_for(lambda: f"{namespace}/x" in b.reconciled(), 30, "b to reconcile")
+
+
+async def test_sigterm_during_a_slow_reconcile_keeps_the_lease_until_it_finished(
+    kube_api: ApiClient, namespace: str, replicas: Any
+) -> None:
+    """Defect 1: a reconcile in flight at SIGTERM lasts longer than the lease. The old leader
+    must keep renewing while it finishes; the standby may reconcile only after the old one has
+    finished and released."""
+    client = Client(kube_api)
+    timing = {**FAST, "slow": 3 * FAST["lease_duration"], "graceful": 30.0}
+    a = replicas("replica-a", **timing)
+    await wait_for(lambda: _is(holder(client, namespace), a.identity), 60, "a to lead")
+    b = replicas("replica-b", **timing)
+    await wait_for(lambda: any(e["event"] == "start" for e in b.lines()), 60, "b to start")
+    slow = f"{namespace}/slow-1"
+    await client.create(CONFIGMAPS, cm("slow-1", namespace))
+    await wait_for(lambda: a.times("reconcile", slow), 30, "the slow reconcile to start")
+
+    a.signal(signal.SIGTERM)
+    holders: list[tuple[float, str | None]] = []
+
+    async def watch_holder() -> bool:
+        holders.append((time.time(), await holder(client, namespace)))
+        return bool(b.times("reconcile", slow))
+
+    await wait_for(watch_holder, 60, "b to take over and reconcile", interval=0.2)
+    assert a.proc.wait(20) == 0
+    finished = a.times("done", slow)
+    assert finished, "the reconcile in flight did not finish"
+    # While a's reconcile ran (three lease durations), the Lease stayed a's.
+    during = [h for t, h in holders if t < finished[0]]
+    assert during, "no observation during the slow reconcile"
+    assert set(during) == {a.identity}, during
+    assert min(b.times("reconcile")) > finished[0], "b acted while a was still reconciling"
+    exit_t = next(e["t"] for e in a.lines() if e["event"] == "exit")
+    took = min(b.times("reconcile")) - exit_t
+    assert took < 8.0, f"b took {took:.1f}s after a exited: the lease was not released"
 
 
 async def _released(client: Client, namespace: str, identity: str) -> bool:

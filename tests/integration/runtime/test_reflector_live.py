@@ -56,6 +56,16 @@ async def test_paged_initial_list_is_complete(kube_api: ApiClient, namespace: st
     names = [f"cm{i}" for i in range(7)]
     for name in names:
         await rc.create(CONFIGMAPS, {"metadata": {"name": name}}, namespace)
+    expected = sorted([*names, "kube-root-ca.crt"])
+
+    async def watch_cache_has_all() -> bool:
+        # kube-root-ca.crt is created by the controller-manager at its own pace, and a list at
+        # "0" is answered by the watch cache: wait until it holds all of them, so that what the
+        # reflector lists next can be compared with an exact set.
+        page = await Client(kube_api).list(CONFIGMAPS, namespace, resource_version="0")
+        return sorted(i["metadata"]["name"] for i in page["items"]) == expected
+
+    await wait_for(watch_cache_has_all, 30, "the watch cache to hold every ConfigMap")
     sink = Sink()
     r = Reflector(rc, CONFIGMAPS, sink, namespace=namespace, page_size=3)
     async with anyio.create_task_group() as tg:
@@ -63,7 +73,7 @@ async def test_paged_initial_list_is_complete(kube_api: ApiClient, namespace: st
         await wait_for(lambda: sink.replaced, 30, "the initial list")
         tg.cancel_scope.cancel()
     [(listed, rv)] = sink.replaced
-    assert listed == sorted([*names, "kube-root-ca.crt"])
+    assert listed == expected
     first_kw, _ = rc.lists[0]
     assert first_kw["resource_version"] == "0"
     assert first_kw["limit"] == 3

@@ -22,6 +22,7 @@ from dynamo_snapshot.runtime.predicate import generation_changed
 from dynamo_snapshot.runtime.ratelimiter import ItemExponentialFailureRateLimiter
 from dynamo_snapshot.runtime.reconcile import Request, Result, TerminalError
 from dynamo_snapshot.runtime.resource import CONFIGMAPS, JOBS
+from tests.support import wait_for
 
 
 class HandDrivenInformer:
@@ -79,7 +80,7 @@ class Harness:
             tracer=provider.get_tracer("test"),
             **kw,
         )
-        self.controller.watch(self.informer, EnqueueRequestForObject())
+        self.controller.watches(self.informer, EnqueueRequestForObject())
 
     def total(self, result: str) -> float:
         return sample(
@@ -233,16 +234,46 @@ async def test_requeue_after_and_requeue() -> None:
     assert h.total("requeue_after") == 1
     assert h.total("requeue") == 1
     assert h.total("success") == 1
+    # controller-runtime counts both kinds of requeue as retries.
+    assert sample(h.metrics, "workqueue_retries_total", name="test", controller="test") == 2
+
+
+async def test_a_reconcile_past_its_timeout_is_cancelled_counted_and_retried() -> None:
+    calls = 0
+
+    async def reconcile(req: Request) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await anyio.sleep_forever()  # hangs: cancelled at the timeout
+
+    h = Harness(reconcile, reconcile_timeout=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(h.controller.run)
+        await settle()
+        h.informer.add(cm("a"))
+        timeouts = "controller_runtime_reconcile_timeouts_total"
+        await wait_for(lambda: sample(h.metrics, timeouts, controller="test"), 5, "the timeout")
+        h.clock.advance(0.005)  # the retry's backoff
+        await settle()
+        h.controller.stop()
+    assert calls == 2
+    assert h.total("error") == 1
+    assert h.total("success") == 1
+    depth = {"name": "test", "controller": "test", "priority": ""}
+    assert h.metrics.registry.get_sample_value("workqueue_depth", depth) == 0.0
 
 
 async def test_workers_never_share_a_key_and_run_in_parallel() -> None:
     holding: set[Request] = set()
+    violations: list[Request] = []  # recorded, asserted after the run (see COMMON.md)
     max_parallel = 0
     gates: dict[str, anyio.Event] = {}
 
     async def reconcile(req: Request) -> None:
         nonlocal max_parallel
-        assert req not in holding, "two workers hold the same key"
+        if req in holding:
+            violations.append(req)  # an assert here would be caught by the controller
         holding.add(req)
         max_parallel = max(max_parallel, len(holding))
         gates.setdefault(req.name, anyio.Event())
@@ -268,8 +299,10 @@ async def test_workers_never_share_a_key_and_run_in_parallel() -> None:
         gates["b"].set()
         await settle()
         h.controller.stop()
+    assert violations == [], "two workers held the same key"
     assert max_parallel == 2
     assert h.total("success") == 3
+    assert h.total("error") == 0
 
 
 async def test_stop_lets_in_flight_reconcile_finish_and_takes_no_more() -> None:
@@ -302,7 +335,7 @@ async def test_predicates_and_owner_handler() -> None:
 
     h = Harness(reconcile)
     jobs = HandDrivenInformer()
-    h.controller.watch(jobs, EnqueueRequestForOwner(CONFIGMAPS), [generation_changed()])
+    h.controller.watches(jobs, EnqueueRequestForOwner(CONFIGMAPS), [generation_changed()])
     owner_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "controller": True}
     other_ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "x", "controller": True}
     async with anyio.create_task_group() as tg:
@@ -329,7 +362,7 @@ async def test_broken_map_function_does_not_break_the_informer() -> None:
             raise ValueError("bad map")
 
     informer = HandDrivenInformer()
-    h.controller.watch(informer, Broken())
+    h.controller.watches(informer, Broken())
     informer.add(cm("a"))  # logged, not raised
     assert len(h.controller.queue) == 0
 

@@ -86,7 +86,7 @@ async def test_watch_events_reach_store_then_handlers(representation: Representa
     seen_in_store: list[bool] = []
     inf.add_event_handler(rec)
     # Data flows store → handlers: a handler already finds the object in the store.
-    inf.add_event_handler(FuncHandler(add=lambda o: seen_in_store.append("ns/a" in inf.store)))
+    inf.add_event_handler(FuncHandler(on_add=lambda o: seen_in_store.append("ns/a" in inf.store)))
 
     await sink.replace([], "1")
     sink.added(cm("a", "2"))
@@ -130,7 +130,7 @@ async def test_relist_announces_missed_changes_with_tombstones_and_equals_the_li
 async def test_tombstone_carries_key_and_last_known_state() -> None:
     inf, sink = informer()
     tombs: list[Any] = []
-    inf.add_event_handler(FuncHandler(delete=tombs.append))
+    inf.add_event_handler(FuncHandler(on_delete=tombs.append))
     await sink.replace([cm("gone", "3", k="last")], "3")
     await sink.replace([], "5")
     [tomb] = tombs
@@ -142,7 +142,7 @@ async def test_tombstone_carries_key_and_last_known_state() -> None:
 async def test_transform_drops_managed_fields_by_default_and_can_be_replaced() -> None:
     inf, sink = informer()
     seen: list[Obj] = []
-    inf.add_event_handler(FuncHandler(add=seen.append))
+    inf.add_event_handler(FuncHandler(on_add=seen.append))
     await sink.replace([cm("a", "1")], "1")
     sink.added(cm("b", "2"))
     for obj in [*seen, *inf.store.list()]:
@@ -182,7 +182,7 @@ async def test_a_failing_handler_does_not_stop_the_others(caplog: pytest.LogCapt
         raise RuntimeError("handler bug")
 
     rec = Recorder()
-    inf.add_event_handler(FuncHandler(add=boom))
+    inf.add_event_handler(FuncHandler(on_add=boom))
     inf.add_event_handler(rec)
     await sink.replace([cm("a", "1")], "1")
     assert rec.events == [("add", "a", "1")]
@@ -267,3 +267,39 @@ async def test_run_syncs_resyncs_and_refuses_a_second_run() -> None:
         tg.cancel_scope.cancel()
     assert rec.events[0] == ("add", "a", "5")
     assert fake.lists == 1
+
+
+async def test_a_delete_for_an_unknown_key_is_not_announced() -> None:
+    inf, sink = informer()
+    rec = Recorder()
+    inf.add_event_handler(rec)
+    await sink.replace([cm("a", "1")], "1")
+    sink.deleted(cm("never-seen", "2"))
+    sink.deleted(cm("a", "3"))
+    sink.deleted(cm("a", "4"))  # twice: the second one is for a key no longer held
+    assert rec.events == [("add", "a", "1"), ("delete", "a", "3")]
+
+
+async def test_an_object_the_index_or_transform_rejects_is_skipped_and_counted() -> None:
+    skipped: list[tuple[str, str]] = []
+
+    def picky(obj: Any) -> list[str]:
+        if obj["metadata"]["name"] == "bad":
+            raise KeyError("spec")
+        return ["x"]
+
+    inf, sink = informer(
+        indexers={"picky": picky}, on_skip=lambda res, err: skipped.append((res, repr(err)))
+    )
+    rec = Recorder()
+    inf.add_event_handler(rec)
+    await sink.replace([cm("good", "1"), cm("bad", "2")], "2")
+    assert inf.has_synced()
+    assert sorted(inf.store.keys()) == ["ns/good"]
+    sink.added(cm("bad", "3"))
+    sink.modified(cm("good", "4"))
+    assert rec.events == [("add", "good", "1"), ("update", "good", "1", "4")]
+    # Reported once per rejected object, naming the resource and the index.
+    assert [r for r, _ in skipped] == ["configmaps", "configmaps"]
+    assert all("picky" in e for _, e in skipped)
+    assert inf.skipped == 2

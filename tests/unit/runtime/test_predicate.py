@@ -27,7 +27,6 @@ def test_generation_changed_filters_updates_only() -> None:
     assert not p.update(obj(generation=1), obj(generation=1))
     assert p.create(obj())
     assert p.delete(obj())
-    assert p.generic(obj())
 
 
 def test_labels_and_annotations_changed() -> None:
