@@ -258,7 +258,7 @@ async def _node_stand_in(api: Any, ready: dict[str, float]) -> Any:
             ready.setdefault(name, time.monotonic())
 
     informer = mgr.cache.informer_for(DYNAMO_CHECKPOINTS, NS)
-    informer.add_event_handler(FuncHandler(add=seen, update=lambda old, new: seen(new)))
+    informer.add_event_handler(FuncHandler(on_add=seen, on_update=lambda old, new: seen(new)))
     return mgr
 
 
