@@ -43,6 +43,9 @@ async def test_watch_sees_update(kube_api: ApiClient, namespace: str) -> None:
             timeout_seconds=30,
         ) as stream:
             async for event in stream:
+                # The controller-manager publishes kube-root-ca.crt into every namespace.
+                if event["object"].metadata.name != "watched":
+                    continue
                 seen.append((event["type"], event["object"].data["n"]))
                 if event["type"] == "MODIFIED":
                     return

@@ -70,7 +70,9 @@ async def test_capture_end_to_end(
             assert os.stat(dirpath).st_mode & 0o777 == 0o700, dirpath
             for f in files:
                 assert os.stat(os.path.join(dirpath, f)).st_mode & 0o777 == 0o600
-        assert (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
+        # Ready is persisted first, the sentinel written right after it.
+        sentinel = pod.control_dir / c.SNAPSHOT_COMPLETE_FILE
+        await wait_for(sentinel.exists, 30, f"{sentinel} written")
         await wait_for(pod.exited, 30, "workload exit")
         assert await pod.exit_code() == 0
         pod_obj = await api.get(PODS, pod.name, namespace)
