@@ -10,9 +10,10 @@ This benchmark measures the longest gap between two wakeups of a 1 ms ticker tas
 * ``resync``: ``on_update(obj, obj)`` for every cached Pod.
 
 The handler is what a controller installs: it maps the object to a key and adds it to a set (the
-work queue's dedup set). The list answer is real JSON decoded with the framework's own list
-decoder; only the network is left out (a FAKE lister hands over the bytes), because the stall
-being measured is CPU work in this process.
+work queue's dedup set). The list answer is real JSON decoded by each contender's own list
+decoding (``Client.decode_list`` for ours, the whole-body msgspec decode for the baseline); only
+the network is left out (a FAKE lister hands over the bytes), because the stall being measured
+is CPU work in this process.
 
 Ours is this tree's informer. The baseline is the informer as it was before the fix, extracted
 from git (``--baseline-commit``, default the commit this branch started from) into a temporary
@@ -64,16 +65,17 @@ class _Keys:
 
 
 class _FakeLister:
-    """FAKE API server: answers every list with ``payload`` (real JSON), watches never end."""
+    """FAKE API server: answers every list with ``payload`` (real JSON), decoded by the
+    contender's own list decoding; watches never end."""
 
     host = "bench"
 
-    def __init__(self, decoder: Any) -> None:
-        self.decoder = decoder
+    def __init__(self, decode: Any) -> None:
+        self.decode = decode
         self.payload = b""
 
     async def list_raw(self, resource: Any, namespace: Any = None, **kw: Any) -> Any:
-        return self.decoder.decode(self.payload)
+        return self.decode(self.payload)
 
     async def watch(self, *a: Any, **kw: Any) -> Any:
         await anyio.sleep_forever()
@@ -106,7 +108,9 @@ async def _worker(contender: str, package: str, payloads: list[Path]) -> dict[st
     informer_mod = importlib.import_module(f"{package}.informer")
     client_mod = importlib.import_module(f"{package}.client")
     resource_mod = importlib.import_module(f"{package}.resource")
-    fake = _FakeLister(client_mod._RAW_LIST_DECODER)
+    # Ours splits the body item by item (client.decode_list); the baseline decoded it at once.
+    decode = getattr(client_mod, "decode_list", None) or client_mod._RAW_LIST_DECODER.decode
+    fake = _FakeLister(decode)
     inf = informer_mod.SharedInformer(fake, resource_mod.PODS)
     inf.add_event_handler(_Keys())
     out: dict[str, Any] = {}

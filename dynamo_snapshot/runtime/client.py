@@ -31,6 +31,7 @@ import msgspec
 import orjson
 
 from .errors import ApiError, error_from_response, error_from_status
+from .listbody import LazyList, lazy_list
 from .resource import Resource
 
 __all__ = ["Client", "OnRequest"]
@@ -54,6 +55,16 @@ class RawList(msgspec.Struct):
 
 
 _RAW_LIST_DECODER: Final = msgspec.json.Decoder(RawList)
+
+
+def decode_list(payload: bytes) -> RawList | LazyList:
+    """A list body, item by item when it has the apiserver's shape (see listbody: no single
+    decoding pass over a body of hundreds of MB), else as raw item slices decoded at once."""
+    lazy = lazy_list(payload)
+    if lazy is not None:
+        return lazy
+    result: RawList = _RAW_LIST_DECODER.decode(payload)
+    return result
 
 
 def _list_params(
@@ -231,7 +242,7 @@ class Client:
         continue_: str | None = None,
         resource_version: str | None = None,
         idle_timeout: float | None = 60.0,
-    ) -> RawList:
+    ) -> RawList | LazyList:
         """Like ``list``, but the items stay undecoded JSON slices of the response body.
 
         No total timeout: an unpaged list (the server ignores ``limit`` at resourceVersion "0")
@@ -253,8 +264,7 @@ class Client:
                 total=None, sock_connect=self._timeout.total, sock_read=idle_timeout
             ),
         )
-        result: RawList = _RAW_LIST_DECODER.decode(payload)
-        return result
+        return decode_list(payload)
 
     # -- writes -----------------------------------------------------------------------------
 

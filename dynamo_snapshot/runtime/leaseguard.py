@@ -34,12 +34,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 import anyio
 import attrs
 
 from .client import Client
 from .clock import Clock, RealClock
-from .errors import AlreadyExists, Conflict, NotFound
+from .errors import AlreadyExists, Conflict, NotFound, retryable
 from .kubeclient import KubeClient
 from .leaderelection import default_identity, format_micro_time
 from .resource import LEASES
@@ -117,7 +118,59 @@ async def _acquire(
     deadline = None if acquire_timeout is None else clock.now() + acquire_timeout
     observed: Mapping[str, Any] | None = None
     observed_at = clock.now()
-    holder = ""
+    spec: Mapping[str, Any] | None
+    while True:
+        try:
+            return await _try_acquire(client, name, namespace, identity, duration, labels, clock)
+        except _Held as held:
+            spec = held.spec
+        except Exception as err:
+            if not _transient(err):
+                raise  # RBAC, validation: retrying will not help
+            log.warning("lease %s/%s: acquire failed: %s", namespace, name, err)
+            spec = observed
+        now = clock.now()
+        if spec != observed:
+            observed, observed_at = spec, now
+        holder = str((spec or {}).get("holderIdentity") or "")
+        if deadline is not None and now >= deadline:
+            raise LeaseHeld(f"{namespace}/{name}", holder)
+        wait = retry_period
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - now))
+        await clock.sleep(wait)
+        # Taken over once it has not changed for its duration, on our clock.
+        held_for = float((spec or {}).get("leaseDurationSeconds") or duration)
+        if spec is not None and clock.now() - observed_at >= held_for:
+            try:
+                return await _take_over(client, namespace, identity, duration, clock, spec, name)
+            except _Held:
+                continue
+
+
+class _Held(Exception):
+    """Internal: the Lease is held by someone else (``spec``)."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__("held")
+        self.spec = spec
+
+
+def _transient(err: BaseException) -> bool:
+    transport = (OSError, aiohttp.ClientError, TimeoutError)
+    return retryable(err) or isinstance(err, (Conflict, *transport))
+
+
+async def _try_acquire(
+    client: Client,
+    name: str,
+    namespace: str,
+    identity: str,
+    duration: float,
+    labels: Mapping[str, str] | None,
+    clock: Clock,
+) -> dict[str, Any]:
+    """Create the Lease, or take it when it is free or ours; ``_Held`` when someone holds it."""
     while True:
         try:
             lease = await client.get(LEASES, name, namespace)
@@ -133,24 +186,34 @@ async def _acquire(
             except AlreadyExists:
                 continue  # someone created it first: look at theirs
         spec: Mapping[str, Any] = lease.get("spec") or {}
-        now = clock.now()
-        if spec != observed:
-            observed, observed_at = spec, now
         holder = str(spec.get("holderIdentity") or "")
-        held_for = float(spec.get("leaseDurationSeconds") or duration)
-        if not holder or holder == identity or now - observed_at >= held_for:
-            try:
-                return await client.update(
-                    LEASES, {**lease, "spec": _spec(identity, duration, clock, spec)}, namespace
-                )
-            except Conflict:
-                continue  # it changed under us: read again
-        if deadline is not None and clock.now() >= deadline:
-            raise LeaseHeld(f"{namespace}/{name}", holder)
-        wait = retry_period
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - clock.now()))
-        await clock.sleep(wait)
+        if holder and holder != identity:
+            raise _Held(spec)
+        return await client.update(
+            LEASES, {**lease, "spec": _spec(identity, duration, clock, spec)}, namespace
+        )
+
+
+async def _take_over(
+    client: Client,
+    namespace: str,
+    identity: str,
+    duration: float,
+    clock: Clock,
+    expected: Mapping[str, Any],
+    name: str,
+) -> dict[str, Any]:
+    """Take an expired Lease, if it is still exactly as we last saw it."""
+    lease = await client.get(LEASES, name, namespace)
+    spec: Mapping[str, Any] = lease.get("spec") or {}
+    if spec != expected:
+        raise _Held(spec)  # renewed meanwhile: watch it again
+    try:
+        return await client.update(
+            LEASES, {**lease, "spec": _spec(identity, duration, clock, spec)}, namespace
+        )
+    except Conflict:
+        raise _Held(spec) from None
 
 
 async def _renew(

@@ -26,6 +26,7 @@ Objects are decoded from the raw JSON stream (:meth:`Client.watch`), never into 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -35,7 +36,6 @@ from typing import Any, Protocol
 import aiohttp
 import anyio
 import attrs
-import msgspec
 import orjson
 
 from .backoff import Backoff
@@ -199,23 +199,24 @@ class Reflector:
         await self.sink.replace(self._decoded(raw_items), list_rv)
         self.last_sync_resource_version = list_rv
 
-    def _decoded(self, raw_items: list[msgspec.Raw]) -> Iterator[dict[str, Any]]:
+    def _decoded(self, raw_items: Iterable[Any]) -> Iterator[dict[str, Any]]:
         api_version, kind = self.resource.api_version, self.resource.kind
         for raw in raw_items:
-            item: dict[str, Any] = orjson.loads(memoryview(raw))
+            # Items come decoded one at a time from a split body (dicts), or as raw slices.
+            item: dict[str, Any] = raw if isinstance(raw, dict) else orjson.loads(memoryview(raw))
             # List items omit apiVersion/kind; watch events carry them. Make both look alike.
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
             yield item
 
-    async def _list_pages(self, rv: str) -> tuple[list[msgspec.Raw], str]:
+    async def _list_pages(self, rv: str) -> tuple[Iterable[Any], str]:
         # A list at a specific resourceVersion with a limit is an exact read from etcd (it can
         # answer 410); without a limit it is served from the watch cache. Page there only if the
         # server paged before.
         limit: int | None = self.page_size
         if rv not in ("", "0") and not self._paginated:
             limit = None
-        items: list[msgspec.Raw] = []
+        pages: list[Iterable[Any]] = []  # each page's items, still undecoded
         continue_: str | None = None
         while True:
             try:
@@ -241,11 +242,11 @@ class Reflector:
                     field_selector=self.field_selector,
                     resource_version=rv,
                 )
-                return list(page.items or []), _list_rv(page.metadata)
-            items.extend(page.items or [])
+                return page.items or (), _list_rv(page.metadata)
+            pages.append(page.items or ())
             continue_ = page.metadata.get("continue") or None
             if continue_ is None:
-                return items, _list_rv(page.metadata)
+                return itertools.chain.from_iterable(pages), _list_rv(page.metadata)
             if rv == "0":
                 self._paginated = True
 

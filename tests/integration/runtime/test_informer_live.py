@@ -9,7 +9,9 @@ etcd and restart the apiserver while the informer is not looking.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,6 +84,7 @@ class Relay:
         self._scopes: set[anyio.CancelScope] = set()
         self._stalled: set[anyio.CancelScope] = set()
         self._pumps: dict[anyio.CancelScope, anyio.CancelScope] = {}
+        self.throttle = 0  # bytes per second towards the client; 0: as fast as possible
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -105,7 +108,9 @@ class Relay:
                             self._pumps[scope] = pumps
                             async with anyio.create_task_group() as tg:
                                 tg.start_soon(self._pump, downstream, upstream, tg.cancel_scope)
-                                tg.start_soon(self._pump, upstream, downstream, tg.cancel_scope)
+                                tg.start_soon(
+                                    self._pump, upstream, downstream, tg.cancel_scope, True
+                                )
                         if scope in self._stalled:
                             # Stalled: keep both sockets open and silent until cut or the end.
                             await anyio.sleep_forever()
@@ -114,11 +119,22 @@ class Relay:
                         self._pumps.pop(scope, None)
 
     async def _pump(
-        self, src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope: anyio.CancelScope
+        self,
+        src: anyio.abc.SocketStream,
+        dst: anyio.abc.SocketStream,
+        scope: anyio.CancelScope,
+        downstream: bool = False,
     ) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             async for chunk in src:
-                await dst.send(chunk)
+                if downstream and self.throttle:
+                    # A slow link: the answer keeps flowing, at `throttle` bytes per second.
+                    step = max(1, self.throttle // 20)
+                    for i in range(0, len(chunk), step):
+                        await dst.send(chunk[i : i + step])
+                        await anyio.sleep(0.05)
+                else:
+                    await dst.send(chunk)
         scope.cancel()
 
     def disconnect(self) -> None:
@@ -227,6 +243,10 @@ async def test_forced_410_relists_and_the_store_equals_a_fresh_list(
             tg.start_soon(inf.run)
             assert await inf.wait_for_sync(30)
             stats = inf.reflector.stats
+            # A list at "0" comes from the watch cache, which may lag the objects just made:
+            # start from an informer that knows all three.
+            await wait_for(lambda: converged(admin, namespace, inf, mirror), 30, "the start")
+            assert len(mirror.log) == 3
 
             relay.disconnect()
             await wait_for(lambda: stats.errors >= 1, 30, "the informer to lose its watch")
@@ -247,7 +267,7 @@ async def test_forced_410_relists_and_the_store_equals_a_fresh_list(
     assert stats.lists >= 2
     assert set(mirror.state) == {"keep", "change", "new"}
     after_sync = mirror.log[3:]
-    assert ("tombstone", "gone") in after_sync
+    assert ("tombstone", "gone") in after_sync, mirror.log
     assert ("update", "change") in after_sync
     assert ("add", "new") in after_sync
     # Unchanged objects are not re-announced; what came and went unseen is never announced.
@@ -322,6 +342,40 @@ async def test_a_silently_dead_watch_is_noticed_by_its_idle_timeout(
     assert isinstance(stats.last_error, TimeoutError), stats.last_error
     assert stats.lists == 1, "a dead stream is resumed, not relisted"
     assert idle <= took < idle + 10, took
+
+
+async def test_a_slow_large_list_is_not_cut_by_the_request_timeout(
+    admin: Client, namespace: str, kube_cluster: Any
+) -> None:
+    """Defect 7: reflector lists shared the client's total request timeout, so a list that takes
+    longer (an unpaged list at resourceVersion "0" of a large resource) failed on every relist
+    and the informer never synced. A list that keeps flowing must be read to its end."""
+    for i in range(12):
+        # Random, so that the gzip the apiserver applies cannot shrink it.
+        blob = base64.b64encode(os.urandom(75_000)).decode()
+        await admin.create(CONFIGMAPS, cm(f"big-{i}", blob=blob), namespace)
+    relay = Relay(int(kube_cluster.server.rsplit(":", 1)[1]))
+    async with anyio.create_task_group() as tg:
+        await tg.start(relay.serve)
+        async with api_client_for(
+            kube_cluster.kubeconfig, f"https://127.0.0.1:{relay.port}"
+        ) as api:
+            # The total request timeout is 1 s; the list takes about 3 s through the relay.
+            slow = Client(api, request_timeout=1.0)
+            inf = SharedInformer(
+                slow, CONFIGMAPS, namespace=namespace, label_selector=SEL, backoff=Backoff(0.2, 1)
+            )
+            relay.throttle = 400_000
+            started = anyio.current_time()
+            tg.start_soon(inf.run)
+            synced = await inf.wait_for_sync(60)
+            took = anyio.current_time() - started
+            relay.throttle = 0
+            tg.cancel_scope.cancel()
+    assert synced, f"never synced: {inf.reflector.stats.last_error!r}"
+    assert took > 1.0, f"the list was not slow enough to test anything ({took:.1f}s)"
+    assert inf.reflector.stats.lists == 1
+    assert len(inf.store) == 12
 
 
 async def test_cache_shares_informers_and_serves_reads(admin: Client, namespace: str) -> None:

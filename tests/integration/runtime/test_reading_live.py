@@ -66,15 +66,18 @@ async def test_a_filtered_view_never_hides_an_object_from_a_get(
         await mgr.client.create(PODS, pod("plain", namespace))
         await mgr.client.create(PODS, pod("labelled", namespace, app="x"))
 
-        async def both_cached() -> bool:
-            return names(await mgr.cache.list(PODS, namespace)) == ["labelled", "plain"]
+        view = View(namespace, labels="app=x")
 
-        await wait_for(both_cached, 30, "both Pods in the cache")
+        async def both_cached() -> bool:
+            complete = names(await mgr.cache.list(PODS, namespace))
+            filtered = names(await mgr.cache.list(PODS, namespace, view=view))
+            return complete == ["labelled", "plain"] and filtered == ["labelled"]
+
+        await wait_for(both_cached, 30, "both views to see their Pods")
         got = await mgr.client.get(PODS, "plain", namespace)
         assert got["metadata"]["name"] == "plain"
         assert got["kind"] == "Pod"
         # The filtered view answers only when named, and then only for what it holds.
-        view = View(namespace, labels="app=x")
         with pytest.raises(NotFound):
             await mgr.client.get(PODS, "plain", namespace, view=view)
         assert names(await mgr.client.list(PODS, namespace, view=view)) == ["labelled"]

@@ -267,3 +267,39 @@ async def test_run_syncs_resyncs_and_refuses_a_second_run() -> None:
         tg.cancel_scope.cancel()
     assert rec.events[0] == ("add", "a", "5")
     assert fake.lists == 1
+
+
+async def test_a_delete_for_an_unknown_key_is_not_announced() -> None:
+    inf, sink = informer()
+    rec = Recorder()
+    inf.add_event_handler(rec)
+    await sink.replace([cm("a", "1")], "1")
+    sink.deleted(cm("never-seen", "2"))
+    sink.deleted(cm("a", "3"))
+    sink.deleted(cm("a", "4"))  # twice: the second one is for a key no longer held
+    assert rec.events == [("add", "a", "1"), ("delete", "a", "3")]
+
+
+async def test_an_object_the_index_or_transform_rejects_is_skipped_and_counted() -> None:
+    skipped: list[tuple[str, str]] = []
+
+    def picky(obj: Any) -> list[str]:
+        if obj["metadata"]["name"] == "bad":
+            raise KeyError("spec")
+        return ["x"]
+
+    inf, sink = informer(
+        indexers={"picky": picky}, on_skip=lambda res, err: skipped.append((res, repr(err)))
+    )
+    rec = Recorder()
+    inf.add_event_handler(rec)
+    await sink.replace([cm("good", "1"), cm("bad", "2")], "2")
+    assert inf.has_synced()
+    assert sorted(inf.store.keys()) == ["ns/good"]
+    sink.added(cm("bad", "3"))
+    sink.modified(cm("good", "4"))
+    assert rec.events == [("add", "good", "1"), ("update", "good", "1", "4")]
+    # Reported once per rejected object, naming the resource and the index.
+    assert [r for r, _ in skipped] == ["configmaps", "configmaps"]
+    assert all("picky" in e for _, e in skipped)
+    assert inf.skipped == 2
