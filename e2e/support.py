@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,14 +21,17 @@ class Image:
     digest: str
 
 
-def build_image() -> Image:
-    """Build (or take from the cache) the in-cluster image with hack/image/build.sh."""
+def build_image(fresh: bool = False) -> Image:
+    """Build (or take from the cache) the in-cluster image with hack/image/build.sh; ``fresh``
+    assembles it again even when the cache holds it."""
+    env = {**os.environ, "DYNAMO_SNAPSHOT_IMAGE_FRESH": "1" if fresh else ""}
     proc = subprocess.run(
         ["bash", str(REPO / "hack/image/build.sh")],
         capture_output=True,
         text=True,
         check=False,
         cwd=REPO,
+        env=env,
     )
     if proc.returncode != 0:
         raise AssertionError(f"hack/image/build.sh failed:\n{proc.stderr[-4000:]}")

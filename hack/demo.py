@@ -110,7 +110,7 @@ def failure_report(kubectl: deploy.Kubectl, obj: dict[str, Any]) -> str:
     ps_name = obj["status"].get("podSnapshotName")
     podsnap = flow.get(kubectl, "podsnap", ps_name, NAMESPACE) if ps_name else None
     failed = flow.condition(podsnap, "Failed")
-    if failed is not None and failed.get("status") == "True":
+    if failed is not None and failed.get("status") == "True" and failed["reason"] not in lines[0]:
         lines.append(f"PodSnapshot {ps_name}: {failed.get('reason')}: {failed.get('message')}")
     return "\n".join(lines)
 

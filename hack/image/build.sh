@@ -108,7 +108,8 @@ key="$(
   } | sha256sum | cut -c1-16
 )"
 out="$image_cache/out/$key"
-if [[ ! -f "$out/image.txt" ]]; then
+# DYNAMO_SNAPSHOT_IMAGE_FRESH=1 assembles again even on a hit (the reproducibility check).
+if [[ ! -f "$out/image.txt" || "${DYNAMO_SNAPSHOT_IMAGE_FRESH:-}" == 1 ]]; then
   log "assembling the image (key $key)"
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"

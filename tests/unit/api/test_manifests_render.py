@@ -46,6 +46,8 @@ def test_every_namespaced_object_is_in_the_system_namespace(docs: list[dict[str,
         if doc["kind"] not in cluster_scoped:
             assert doc["metadata"].get("namespace") == "dynamo-snapshot-system", doc["metadata"]
     kinds = sorted({d["kind"] for d in docs})
+    # The local overlay drops the metrics Service (see test_metrics_service_scrapes_every_binary).
+    no_service = {"Service"} if _host_network(docs) else set()
     assert kinds == sorted(
         {
             "ClusterRole",
@@ -60,6 +62,7 @@ def test_every_namespaced_object_is_in_the_system_namespace(docs: list[dict[str,
             "Service",
             "ServiceAccount",
         }
+        - no_service
     )
 
 
@@ -183,8 +186,15 @@ def test_controllers_run_non_root_read_only_with_leader_election(
         assert container["command"] == [name]
         assert "--leader-elect" in container["args"]
         assert f"--leader-election-id={name}.nvidia.com" in container["args"]
-        assert "--metrics-bind-address=:8080" in container["args"]
-        assert "--health-probe-bind-address=:8081" in container["args"]
+        binds = {
+            a.split("=", 1)[0]: a.split("=", 1)[1].rsplit(":", 1)
+            for a in container["args"]
+            if a.startswith(("--metrics-bind-address=", "--health-probe-bind-address="))
+        }
+        # Every interface on a pod network; loopback only (own ports) on the host network.
+        host = "127.0.0.1" if _host_network(docs) else ""
+        assert binds["--metrics-bind-address"][0] == host
+        assert binds["--health-probe-bind-address"][0] == host
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["allowPrivilegeEscalation"] is False
@@ -193,9 +203,17 @@ def test_controllers_run_non_root_read_only_with_leader_election(
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["resources"]["requests"]
         assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-            "metrics": 8080,
-            "health": 8081,
+            "metrics": int(binds["--metrics-bind-address"][1]),
+            "health": int(binds["--health-probe-bind-address"][1]),
         }
+        if host:
+            assert container["readinessProbe"]["httpGet"]["host"] == host
+
+
+def _host_network(docs: list[dict[str, Any]]) -> bool:
+    """The local overlay: components on the host network (a loopback-only node)."""
+    ds = find(docs, "DaemonSet", "dynamo-snapshot-agent")
+    return bool(ds["spec"]["template"]["spec"].get("hostNetwork"))
 
 
 def test_agent_daemonset_has_node_access_and_node_name(docs: list[dict[str, Any]]) -> None:
@@ -231,6 +249,14 @@ def test_seccomp_profile_blocks_io_uring(docs: list[dict[str, Any]]) -> None:
 
 
 def test_metrics_service_scrapes_every_binary(docs: list[dict[str, Any]]) -> None:
+    if _host_network(docs):
+        # Loopback pod addresses are refused by Endpoints: no Service; scrape annotations only.
+        assert not [d for d in docs if d["kind"] == "Service"]
+        for d in docs:
+            if d["kind"] in ("Deployment", "DaemonSet"):
+                annotations = d["spec"]["template"]["metadata"]["annotations"]
+                assert annotations["prometheus.io/scrape"] == "true", d["metadata"]["name"]
+        return
     svc = find(docs, "Service", "dynamo-snapshot-metrics")
     assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     selector = svc["spec"]["selector"]
@@ -244,7 +270,7 @@ def test_metrics_service_scrapes_every_binary(docs: list[dict[str, Any]]) -> Non
 def test_images_per_overlay() -> None:
     expected = {
         "default": ("ghcr.io/ai-dynamo/dynamo-snapshot:0.1.0", None),
-        "overlays/kind": ("dynamo-snapshot:dev", "Never"),
+        "overlays/kind": ("localhost/dynamo-snapshot/dynamo-snapshot:dev", "Never"),
         "overlays/local": ("localhost/dynamo-snapshot/dynamo-snapshot:dev", "Never"),
     }
     for overlay, (image, pull) in expected.items():
