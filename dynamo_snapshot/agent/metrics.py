@@ -29,7 +29,8 @@ class CaptureMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.duration = metrics.histogram(
             "dynamo_snapshot_capture_duration_seconds",
-            "Time from the start of a capture to its end (Ready or Failed), by method and result",
+            "Time from the start of a capture (target container Ready) to its end (Ready or "
+            "Failed), by method and result; the wait for Ready is the wait_ready phase",
             ["method", "result"],
             buckets=BUCKETS,
         )
