@@ -14,8 +14,10 @@ deleted from its image, read from the whiteouts).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import tarfile
@@ -120,25 +122,49 @@ def log_tail(path: Path, lines: int = 15) -> str:
 async def run_dump(criu: str, args: Sequence[str], images: Path, env: Mapping[str, str]) -> None:
     """Run ``criu dump``; raise ``CriuError`` with the log's tail unless it succeeded.
 
-    Cancellation (deadline, shutdown) kills CRIU: a dump is never left running unowned.
+    Cancellation (deadline, shutdown, a sibling step failing) kills CRIU and every process it
+    forked: CRIU runs in a session of its own and the whole group is killed, because killing only
+    its PID left a forked CRIU child orphaned and stopped, holding the staging directory open.
+    A dump is never left running unowned.
     """
     log = images / DUMP_LOG
     try:
-        result = await anyio.run_process(
+        process = await anyio.open_process(
             [criu, *args],
-            check=False,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env={**os.environ, **env},
+            start_new_session=True,
         )
     except FileNotFoundError as err:
         raise CriuError(f"criu binary {criu!r} not found") from err
-    out = (result.stdout + result.stderr).decode(errors="replace").strip()
-    if result.returncode != 0:
-        raise CriuError(
-            f"criu dump exited {result.returncode}: {out[-500:]}\n{log_tail(log)}".strip()
-        )
+    output = bytearray()
+    try:
+        assert process.stdout is not None
+        async for chunk in process.stdout:
+            output += chunk
+        returncode = await process.wait()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            _kill_group(process.pid)
+            await process.wait()
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    # A dump that ended by itself may still leave helpers it forked behind.
+    _kill_group(process.pid)
+    out = output.decode(errors="replace").strip()
+    if returncode != 0:
+        raise CriuError(f"criu dump exited {returncode}: {out[-500:]}\n{log_tail(log)}".strip())
     if DUMP_OK not in log.read_text(errors="replace"):
         raise CriuError(f"criu dump exited 0 without '{DUMP_OK}' in its log:\n{log_tail(log)}")
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _raise(err: OSError) -> None:

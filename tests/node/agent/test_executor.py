@@ -105,6 +105,22 @@ def _assert_artifact(dest: Destination, method: str) -> dict[str, Any]:
     return manifest
 
 
+def _processes_using(directory: Path) -> list[str]:
+    """Processes whose working directory or open files are under `directory` (from /proc)."""
+    prefix = str(directory)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [proc / "cwd", *(proc / "fd").iterdir()]
+            if any(os.readlink(link).startswith(prefix) for link in links):
+                found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:200]!r}")
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+    return found
+
+
 def _thawed(facts: ContainerFacts) -> bool:
     state = freezer_file(CGROUP_ROOT, facts.cgroups_path)
     assert state is not None, f"no freezer cgroup for {facts.cgroups_path}"
@@ -272,5 +288,7 @@ async def test_a_failed_rootfs_diff_fails_the_capture(
         assert not dest.final.exists()
         assert list(dest.staging_parent.iterdir()) == []
         assert _thawed(facts)
+        # The dump was cancelled when the diff failed: no CRIU (nor a child it forked) may live on.
+        assert _processes_using(small) == []
     finally:
         await run("umount", str(small), check=False)
