@@ -13,11 +13,8 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
-    leader_election_needs,
-    load_api_client,
-    manager_options,
-    preflight,
     run,
+    run_controller,
 )
 from dynamo_snapshot.controllers.checkpoint import (
     INDEX_CHECKPOINT_ID,
@@ -116,25 +113,15 @@ def build(mgr: Manager, opts: CommonOptions, args: argparse.Namespace) -> Checkp
 
 
 async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
-    api = await load_api_client(opts.kubeconfig)
-    try:
-        mgr = Manager(api, manager_options(opts, PROG), field_manager=PROG)
-        ns = opts.namespace
-        await preflight(
-            mgr.live,
-            [
-                *leader_election_needs(opts),
-                Need(DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), ns, custom=True),
-                Need(DYNAMO_CHECKPOINTS, ("patch",), ns, subresource="status"),
-                Need(POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), ns, custom=True),
-                Need(JOBS, ("list", "watch", "get", "create", "delete"), ns),
-                Need(PODS, ("list", "watch"), ns),
-            ],
-        )
-        build(mgr, opts, args)
-        await mgr.run()
-    finally:
-        await api.close()
+    ns = opts.namespace
+    needs = [
+        Need(DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), ns, custom=True),
+        Need(DYNAMO_CHECKPOINTS, ("patch",), ns, subresource="status"),
+        Need(POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), ns, custom=True),
+        Need(JOBS, ("list", "watch", "get", "create", "delete"), ns),
+        Need(PODS, ("list", "watch"), ns),
+    ]
+    await run_controller(opts, args, PROG, needs, build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

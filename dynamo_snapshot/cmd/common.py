@@ -42,7 +42,7 @@ from dynamo_snapshot.runtime.cache import CacheSyncTimeout
 from dynamo_snapshot.runtime.client import Client
 from dynamo_snapshot.runtime.errors import ApiError, Forbidden, NotFound
 from dynamo_snapshot.runtime.leaderelection import LeaderElectionLost
-from dynamo_snapshot.runtime.manager import ManagerOptions, parse_bind_address
+from dynamo_snapshot.runtime.manager import Manager, ManagerOptions, parse_bind_address
 from dynamo_snapshot.runtime.resource import LEASES, Resource
 
 __all__ = [
@@ -305,6 +305,18 @@ def _one_line(err: BaseException) -> str:
     return text[:300]
 
 
+_API_FAILURES: Final = (ApiError, OSError, aiohttp.ClientError, TimeoutError)
+
+
+def _api_failure(host: str, err: BaseException) -> StartupError:
+    """The one-line start-up error for a request the API server refused or never answered."""
+    if isinstance(err, ApiError):
+        if err.status == 401:
+            return StartupError(f"the API server at {host} refused our credentials: {err.message}")
+        return StartupError(f"API server at {host}: {_one_line(err)}")
+    return StartupError(f"cannot reach the API server at {host}: {_one_line(err)}")
+
+
 async def preflight(client: Client, needs: Iterable[Need]) -> None:
     """Fail fast, in one line, when the binary cannot work: API server unreachable or refusing
     our credentials, a CRD not installed, or RBAC missing a verb. Costs one request per custom
@@ -322,16 +334,8 @@ async def preflight(client: Client, needs: Iterable[Need]) -> None:
             ) from None
         except Forbidden:
             pass  # reported below, with every other missing verb
-        except ApiError as err:
-            if err.status == 401:
-                raise StartupError(
-                    f"the API server at {client.host} refused our credentials: {err.message}"
-                ) from None
-            raise StartupError(f"API server at {client.host}: {_one_line(err)}") from None
-        except (OSError, aiohttp.ClientError, TimeoutError) as err:
-            raise StartupError(
-                f"cannot reach the API server at {client.host}: {_one_line(err)}"
-            ) from None
+        except _API_FAILURES as err:
+            raise _api_failure(client.host, err) from None
     missing: list[str] = []
     for need in needs:
         for verb in need.verbs:
@@ -353,16 +357,8 @@ async def preflight(client: Client, needs: Iterable[Need]) -> None:
                         "spec": {"resourceAttributes": attrs_},
                     },
                 )
-            except ApiError as err:
-                if err.status == 401:
-                    raise StartupError(
-                        f"the API server at {client.host} refused our credentials: {err.message}"
-                    ) from None
-                raise StartupError(f"API server at {client.host}: {_one_line(err)}") from None
-            except (OSError, aiohttp.ClientError, TimeoutError) as err:
-                raise StartupError(
-                    f"cannot reach the API server at {client.host}: {_one_line(err)}"
-                ) from None
+            except _API_FAILURES as err:
+                raise _api_failure(client.host, err) from None
             if not (review.get("status") or {}).get("allowed"):
                 what = need.resource.group_resource
                 if need.subresource:
@@ -397,6 +393,24 @@ def manager_options(opts: CommonOptions, service_name: str) -> ManagerOptions:
 
 
 # --- running -------------------------------------------------------------------------------
+
+Wire = Callable[[Manager, CommonOptions, argparse.Namespace], object]
+
+
+async def run_controller(
+    opts: CommonOptions, args: argparse.Namespace, prog: str, needs: Iterable[Need], wire: Wire
+) -> None:
+    """A cluster controller's life: connect, check access (the leader-election Lease's too), wire
+    the controller into a manager and run it until a signal; the API client is closed on exit."""
+    api = await load_api_client(opts.kubeconfig)
+    try:
+        mgr = Manager(api, manager_options(opts, prog), field_manager=prog)
+        await preflight(mgr.live, [*leader_election_needs(opts), *needs])
+        wire(mgr, opts, args)
+        await mgr.run()
+    finally:
+        await api.close()
+
 
 Start = Callable[[CommonOptions, argparse.Namespace], Awaitable[None]]
 

@@ -12,11 +12,8 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
-    leader_election_needs,
-    load_api_client,
-    manager_options,
-    preflight,
     run,
+    run_controller,
 )
 from dynamo_snapshot.controllers.orphans import DEFAULT_GRACE_PERIOD, OrphanCollector
 from dynamo_snapshot.controllers.podsnapshot import PodSnapshotReconciler, content_to_snapshot
@@ -89,26 +86,14 @@ def build(
 
 
 async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
-    api = await load_api_client(opts.kubeconfig)
-    try:
-        mgr = Manager(api, manager_options(opts, PROG), field_manager=PROG)
-        ns = opts.namespace
-        await preflight(
-            mgr.live,
-            [
-                *leader_election_needs(opts),
-                Need(POD_SNAPSHOTS, ("list", "watch", "get", "patch"), ns, custom=True),
-                Need(POD_SNAPSHOTS, ("patch",), ns, subresource="status"),
-                Need(
-                    POD_SNAPSHOT_CONTENTS, ("list", "watch", "get", "create", "delete"), custom=True
-                ),
-                Need(PODS, ("get",), ns),
-            ],
-        )
-        build(mgr, opts, args)
-        await mgr.run()
-    finally:
-        await api.close()
+    ns = opts.namespace
+    needs = [
+        Need(POD_SNAPSHOTS, ("list", "watch", "get", "patch"), ns, custom=True),
+        Need(POD_SNAPSHOTS, ("patch",), ns, subresource="status"),
+        Need(POD_SNAPSHOT_CONTENTS, ("list", "watch", "get", "create", "delete"), custom=True),
+        Need(PODS, ("get",), ns),
+    ]
+    await run_controller(opts, args, PROG, needs, build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
