@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynamo_snapshot.agent import criu as agent_criu
 from dynamo_snapshot.agent.cri.podconfig import (
     CGROUP_PARENT,
     CONTROL_DIR,
@@ -128,33 +129,14 @@ async def run(*cmd: str, check: bool = True) -> tuple[int, str]:
 
 def host_cgroup_mounts() -> list[Path]:
     """Mount points of the host's cgroup hierarchies under /sys/fs/cgroup."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ", 1)
-        mountpoint = Path(left.split()[4])
-        if right.split()[0] in ("cgroup", "cgroup2") and mountpoint.parent == CGROUP_ROOT:
-            out.append(mountpoint)
-    return out
+    return agent_criu.cgroup_mounts(CGROUP_ROOT)
 
 
 def external_mounts(spec: Mapping[str, Any]) -> dict[str, str]:
-    """Container mount point → host path of every mount CRIU must treat as external.
-
-    The keys are what runc uses when it dumps (the mount's destination), so the same map serves
-    a runc/CRI checkpoint and our own CRIU dump. Bind mounts come back from their source; the
-    cgroup v1 mount is one bind mount per host hierarchy, of the container's own cgroup.
-    """
-    out: dict[str, str] = {}
-    cgroups_path = str(spec.get("linux", {}).get("cgroupsPath", "")).lstrip("/")
-    for m in spec.get("mounts", []):
-        dest = str(m["destination"])
-        options = m.get("options") or []
-        if m.get("type") == "bind" or "bind" in options or "rbind" in options:
-            out[dest] = str(m["source"])
-        elif m.get("type") == "cgroup":
-            for hierarchy in host_cgroup_mounts():
-                out[f"{dest}/{hierarchy.name}"] = str(hierarchy / cgroups_path)
-    return out
+    """Container mount point → host path of every mount CRIU must treat as external: the
+    agent's own map (the keys are what runc uses when it dumps, so it serves a runc/CRI
+    checkpoint and our own CRIU dump alike), over this host's cgroup hierarchies."""
+    return agent_criu.external_mounts(spec, host_cgroup_mounts())
 
 
 def image_layer(image_tarball: Path) -> bytes:
