@@ -43,6 +43,7 @@ from dynamo_snapshot.agent.executor import CaptureFailed, CaptureRequest
 from dynamo_snapshot.agent.freezer import ensure_thawed, freezer_file
 from dynamo_snapshot.agent.paths import Destination
 from dynamo_snapshot.agent.phases import LEASE, WAIT_READY, Phases
+from dynamo_snapshot.agent.together import both
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.conditions import FALSE, TRUE, set_condition
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
@@ -230,13 +231,17 @@ class Captures:
                 labels={c.LABEL_CHECKPOINT_ID: work.checkpoint_id},
             ) as held:
                 phases.record(LEASE, time.monotonic() - t0)
+                # Both re-reads are independent: one round trip's wait instead of two. The
+                # decisions are still taken in order (gone, terminal, then ContainerChanged).
                 try:
-                    obj = await agent.mgr.api_reader.get(CONTENTS, name)
+                    obj, changed = await both(
+                        lambda: agent.mgr.api_reader.get(CONTENTS, name),
+                        lambda: self._container_changed(work),
+                    )
                 except NotFound:
                     return "gone"
                 if PodSnapshotContent.from_dict(obj).terminal:
                     return "already-terminal"  # another holder finished it
-                changed = await self._container_changed(work)
                 if changed:
                     await self.fail(obj, c.REASON_CONTAINER_CHANGED, changed)
                     return "failed"

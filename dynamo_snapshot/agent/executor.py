@@ -23,7 +23,7 @@ import shutil
 import socket
 import tarfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from dynamo_snapshot.agent.cuda import CudaCheckpointError, CudaSession
 from dynamo_snapshot.agent.freezer import ensure_thawed, freezer_file
 from dynamo_snapshot.agent.paths import DIR_MODE, Destination, make_dirs_nofollow
 from dynamo_snapshot.agent.phases import DIGEST, DUMP, FINALIZE, ROOTFS_DIFF, Phases
+from dynamo_snapshot.agent.together import run_all
 
 Method = Literal["auto", "cri", "criu"]
 METHODS: Final = ("auto", "cri", "criu")
@@ -198,7 +199,7 @@ class Executor:
 
         with phases.phase(DUMP):
             try:
-                await _all(call, hash_archive)
+                await run_all(call, hash_archive)
             except CriDeadlineExceeded as err:
                 # containerd 2.1.9 leaves the task frozen when the call is cancelled.
                 with anyio.CancelScope(shield=True):
@@ -276,7 +277,7 @@ class Executor:
 
         try:
             with anyio.fail_after(self.config.checkpoint_timeout_s):
-                await _all(dump, lambda: anyio.to_thread.run_sync(diff), hash_pages)
+                await run_all(dump, lambda: anyio.to_thread.run_sync(diff), hash_pages)
         except TimeoutError as err:
             raise CaptureFailed(
                 f"CRIU dump did not finish within {self.config.checkpoint_timeout_s:g} s:\n"
@@ -288,24 +289,6 @@ class Executor:
         (images / "descriptors.json").write_text(json.dumps(descriptors))
         (staging / criu.SPEC_DUMP).write_text(json.dumps(c.spec))
         return args, {f"{criu.IMAGES_DIR}/{name}": v for name, v in hashed.items()}
-
-
-async def _all(*fns: Callable[[], Awaitable[None]]) -> None:
-    """Run all; if one fails the others are cancelled and the first failure is raised bare."""
-    errors: list[BaseException] = []
-
-    async def guard(fn: Callable[[], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
-        try:
-            await fn()
-        except Exception as err:
-            errors.append(err)
-            tg.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        for fn in fns:
-            tg.start_soon(guard, fn, tg)
-    if errors:
-        raise errors[0]
 
 
 def _readlink(path: Path) -> str:

@@ -23,6 +23,7 @@ A reconcile of one content reads in SPEC order:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -31,7 +32,12 @@ from typing import Any, Final
 
 from dynamo_snapshot.agent import capture as cap
 from dynamo_snapshot.agent.config import AgentConfig
-from dynamo_snapshot.agent.container import NotResolved, resolve, strip_runtime_prefix
+from dynamo_snapshot.agent.container import (
+    ContainerFacts,
+    NotResolved,
+    resolve,
+    strip_runtime_prefix,
+)
 from dynamo_snapshot.agent.cri.client import CriClient, CriError
 from dynamo_snapshot.agent.executor import Executor
 from dynamo_snapshot.agent.metrics import CaptureMetrics
@@ -41,6 +47,7 @@ from dynamo_snapshot.agent.paths import (
     validate_checkpoint_id,
 )
 from dynamo_snapshot.agent.phases import QUEUE_WAIT
+from dynamo_snapshot.agent.together import both
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
 from dynamo_snapshot.api.wire import ApiDecodeError
@@ -220,14 +227,19 @@ class Agent:
             await fail(obj, c.REASON_SOURCE_POD_GONE, f"pod {ns}/{pod_ref.name} {why}")
             return None
         labels = meta.get("labels") or {}
+        early: dict[str, ContainerFacts] = {}
         if labels.get(c.LABEL_CAPTURE_ELIGIBLE) != c.LABEL_TRUE:
             # The pod's event will bring the content back as well; going on with the pod the
-            # patch returned saves that round trip (the gate itself never dumps).
-            pod = await self.mgr.client.patch_merge(
-                PODS,
-                pod_ref.name,
-                {"metadata": {"labels": {c.LABEL_CAPTURE_ELIGIBLE: c.LABEL_TRUE}}},
-                ns,
+            # patch returned saves that round trip (the gate itself never dumps). The CRI read
+            # the capture decision will need is made while the patch travels (a read only).
+            pod, _ = await both(
+                lambda: self.mgr.client.patch_merge(
+                    PODS,
+                    pod_ref.name,
+                    {"metadata": {"labels": {c.LABEL_CAPTURE_ELIGIBLE: c.LABEL_TRUE}}},
+                    ns,
+                ),
+                lambda: self._resolve_early(status, pod_ref.target_container, early),
             )
             meta = pod.get("metadata") or {}
             status = pod.get("status") or {}
@@ -278,7 +290,7 @@ class Agent:
         try:
             if not container_id:
                 raise NotResolved(f"container {target!r} has no containerID in the pod status")
-            facts = await resolve(self.cri, container_id)
+            facts = early.get(container_id) or await resolve(self.cri, container_id)
         except NotResolved as err:
             await fail(obj, c.REASON_CONTAINER_NOT_RESOLVED, f"pod {ns}/{pod_ref.name}: {err}")
             return None
@@ -297,6 +309,25 @@ class Agent:
             return None
         self.captures.start(req, cap.Work(content, pod, facts, dest, checkpoint_id))
         return None
+
+    async def _resolve_early(
+        self, status: Mapping[str, Any], target: str | None, out: dict[str, ContainerFacts]
+    ) -> None:
+        """Resolve the target container of the pod as read, into ``out`` by container ID.
+
+        Only a Ready container, and only a success is kept: the decision uses it when the
+        patched pod still names the same container (a container ID is one run of one process;
+        ContainerChanged is checked again under the lease), and resolves afresh otherwise, so
+        that a failure is always judged on the pod the decision is taken on.
+        """
+        st = next(
+            (s for s in status.get("containerStatuses") or [] if s.get("name") == target), None
+        )
+        container_id = strip_runtime_prefix(str((st or {}).get("containerID") or ""))
+        if not st or not st.get("ready") or not container_id:
+            return
+        with contextlib.suppress(NotResolved, CriError):
+            out[container_id] = await resolve(self.cri, container_id)
 
     def _oldest_open_content(self, pod_key: str) -> str | None:
         objs = self.mgr.cache.list_nowait(
