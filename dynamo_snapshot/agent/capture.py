@@ -3,11 +3,13 @@
 The task holds the Lease ``checkpoint-lease-<checkpointID>`` in the PodSnapshot's namespace
 (30 s, renewed every 10 s, holder ``snapshot-agent/<random id>``, released by a delete with UID
 and resourceVersion preconditions). Under the lease it re-reads the content (another agent may
-have finished it), checks that the container is still the one resolved (``ContainerChanged``),
-removes staging directories a dead agent left for this checkpoint ID, makes sure the container is
-not frozen, and dumps (or adopts an existing final directory that verifies). Ready is persisted
-with an optimistic lock on the content's resourceVersion, only while the lease is held; then the
-``snapshot-complete`` sentinel is written atomically into the container's control directory.
+have finished it) and the pod (both at once), waits for the gate's capture-eligible label when
+that patch was still in flight, checks that the container is still the one resolved
+(``ContainerChanged``), removes staging directories a dead agent left for this checkpoint ID,
+makes sure the container is not frozen, and dumps (or adopts an existing final directory that
+verifies). Ready is persisted with an optimistic lock on the content's resourceVersion, only
+while the lease is held; then the ``snapshot-complete`` sentinel is written atomically into the
+container's control directory.
 
 Failures are written as ``Failed`` with the SPEC reason (the same optimistic lock: a content
 another holder finished is never overwritten); after ``CheckpointFailed`` the container is
@@ -43,7 +45,7 @@ from dynamo_snapshot.agent.executor import CaptureFailed, CaptureRequest
 from dynamo_snapshot.agent.freezer import ensure_thawed, freezer_file
 from dynamo_snapshot.agent.paths import Destination
 from dynamo_snapshot.agent.phases import LEASE, WAIT_READY, Phases
-from dynamo_snapshot.agent.together import both
+from dynamo_snapshot.agent.together import Pending, both
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.conditions import FALSE, TRUE, set_condition
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
@@ -79,6 +81,9 @@ class Work:
     facts: ContainerFacts
     dest: Destination
     checkpoint_id: str
+    # The gate's capture-eligible label patch, when it was still in flight as the capture
+    # started: the dump waits for it (and the capture fails with it).
+    labelled: Pending | None = None
 
     @property
     def namespace(self) -> str:
@@ -242,6 +247,8 @@ class Captures:
                     return "gone"
                 if PodSnapshotContent.from_dict(obj).terminal:
                     return "already-terminal"  # another holder finished it
+                if work.labelled is not None:
+                    await work.labelled.wait()  # the gate never dumps: its label comes first
                 if changed:
                     await self.fail(obj, c.REASON_CONTAINER_CHANGED, changed)
                     return "failed"

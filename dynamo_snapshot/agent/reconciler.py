@@ -12,7 +12,9 @@ A reconcile of one content reads in SPEC order:
    persisted but the ``snapshot-complete`` sentinel is missing (an agent died in between);
 2. **gate**: live-read the pod: missing → ``SourcePodNotFound``; UID mismatch →
    ``StalePodReference``; deleting / Succeeded / Failed → ``SourcePodGone``; else label it
-   capture-eligible (its event brings the content back);
+   capture-eligible (its event brings the content back). While that patch travels, step 3 is
+   taken on the pod just read; a capture it starts may take its Lease meanwhile but dumps only
+   once the label is on, and fails if the patch fails;
 3. **capture** decision: the oldest non-terminal content of the pod; the checkpoint ID
    (``MissingCheckpointID`` / ``InvalidCheckpointID``); one capture per ID on this agent; a
    container that terminated non-zero → the others killed, ``CheckpointContainerFailed``; the
@@ -23,7 +25,6 @@ A reconcile of one content reads in SPEC order:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
@@ -32,12 +33,7 @@ from typing import Any, Final
 
 from dynamo_snapshot.agent import capture as cap
 from dynamo_snapshot.agent.config import AgentConfig
-from dynamo_snapshot.agent.container import (
-    ContainerFacts,
-    NotResolved,
-    resolve,
-    strip_runtime_prefix,
-)
+from dynamo_snapshot.agent.container import NotResolved, resolve, strip_runtime_prefix
 from dynamo_snapshot.agent.cri.client import CriClient, CriError
 from dynamo_snapshot.agent.executor import Executor
 from dynamo_snapshot.agent.metrics import CaptureMetrics
@@ -47,7 +43,7 @@ from dynamo_snapshot.agent.paths import (
     validate_checkpoint_id,
 )
 from dynamo_snapshot.agent.phases import QUEUE_WAIT
-from dynamo_snapshot.agent.together import both
+from dynamo_snapshot.agent.together import Pending, both
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.podsnapshotcontent import PodSnapshotContent
 from dynamo_snapshot.api.wire import ApiDecodeError
@@ -226,25 +222,45 @@ class Agent:
             why = "is being deleted" if meta.get("deletionTimestamp") else status.get("phase")
             await fail(obj, c.REASON_SOURCE_POD_GONE, f"pod {ns}/{pod_ref.name} {why}")
             return None
-        labels = meta.get("labels") or {}
-        early: dict[str, ContainerFacts] = {}
-        if labels.get(c.LABEL_CAPTURE_ELIGIBLE) != c.LABEL_TRUE:
-            # The pod's event will bring the content back as well; going on with the pod the
-            # patch returned saves that round trip (the gate itself never dumps). The CRI read
-            # the capture decision will need is made while the patch travels (a read only).
-            pod, _ = await both(
-                lambda: self.mgr.client.patch_merge(
+        if (meta.get("labels") or {}).get(c.LABEL_CAPTURE_ELIGIBLE) == c.LABEL_TRUE:
+            return await self._decide(req, obj, content, pod, None)
+        # Label the pod, and take the capture decision on the pod just read live while the
+        # patch travels: the pod's event would bring the content back for it, one round trip
+        # later. A capture started meanwhile acquires its Lease, but dumps only once the label
+        # is on (the gate never dumps); a failed patch fails that capture and this reconcile.
+        labelled = Pending(f"labelling pod {ns}/{pod_ref.name} capture-eligible")
+
+        async def label() -> None:
+            try:
+                await self.mgr.client.patch_merge(
                     PODS,
                     pod_ref.name,
                     {"metadata": {"labels": {c.LABEL_CAPTURE_ELIGIBLE: c.LABEL_TRUE}}},
                     ns,
-                ),
-                lambda: self._resolve_early(status, pod_ref.target_container, early),
-            )
-            meta = pod.get("metadata") or {}
-            status = pod.get("status") or {}
-            labels = meta.get("labels") or {}
-        # -- capture decision --
+                )
+            except BaseException as err:
+                labelled.failed(err)
+                raise
+            labelled.succeeded()
+
+        result, _ = await both(lambda: self._decide(req, obj, content, pod, labelled), label)
+        return result
+
+    async def _decide(
+        self,
+        req: Request,
+        obj: dict[str, Any],
+        content: PodSnapshotContent,
+        pod: dict[str, Any],
+        labelled: Pending | None,
+    ) -> Result | None:
+        """The capture decision (SPEC §4.3 "Capture") on ``pod``; starts the capture task."""
+        ns = content.spec.snapshot_ref.namespace
+        pod_ref = content.spec.pod_ref
+        fail = functools.partial(self.captures.fail, retry=True)
+        meta = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        labels = meta.get("labels") or {}
         oldest = self._oldest_open_content(f"{ns}/{pod_ref.name}")
         if oldest is not None and oldest != req.name:
             return None
@@ -290,7 +306,7 @@ class Agent:
         try:
             if not container_id:
                 raise NotResolved(f"container {target!r} has no containerID in the pod status")
-            facts = early.get(container_id) or await resolve(self.cri, container_id)
+            facts = await resolve(self.cri, container_id)
         except NotResolved as err:
             await fail(obj, c.REASON_CONTAINER_NOT_RESOLVED, f"pod {ns}/{pod_ref.name}: {err}")
             return None
@@ -307,27 +323,8 @@ class Agent:
         except DestinationError as err:
             await fail(obj, err.reason, f"pod {ns}/{pod_ref.name}: {err}")
             return None
-        self.captures.start(req, cap.Work(content, pod, facts, dest, checkpoint_id))
+        self.captures.start(req, cap.Work(content, pod, facts, dest, checkpoint_id, labelled))
         return None
-
-    async def _resolve_early(
-        self, status: Mapping[str, Any], target: str | None, out: dict[str, ContainerFacts]
-    ) -> None:
-        """Resolve the target container of the pod as read, into ``out`` by container ID.
-
-        Only a Ready container, and only a success is kept: the decision uses it when the
-        patched pod still names the same container (a container ID is one run of one process;
-        ContainerChanged is checked again under the lease), and resolves afresh otherwise, so
-        that a failure is always judged on the pod the decision is taken on.
-        """
-        st = next(
-            (s for s in status.get("containerStatuses") or [] if s.get("name") == target), None
-        )
-        container_id = strip_runtime_prefix(str((st or {}).get("containerID") or ""))
-        if not st or not st.get("ready") or not container_id:
-            return
-        with contextlib.suppress(NotResolved, CriError):
-            out[container_id] = await resolve(self.cri, container_id)
 
     def _oldest_open_content(self, pod_key: str) -> str | None:
         objs = self.mgr.cache.list_nowait(

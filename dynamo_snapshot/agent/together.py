@@ -47,3 +47,25 @@ async def both(
 
     await run_all(run_a, run_b)
     return out_a[0], out_b[0]
+
+
+class Pending:
+    """The outcome of a call that another task makes: :meth:`wait` returns once it succeeded
+    and raises ``RuntimeError`` (caused by its error) once it failed or was cancelled."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._done = anyio.Event()
+        self._error: BaseException | None = None
+
+    def succeeded(self) -> None:
+        self._done.set()
+
+    def failed(self, err: BaseException) -> None:
+        self._error = err
+        self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+        if self._error is not None:
+            raise RuntimeError(f"{self.what} failed: {self._error!r}") from self._error
