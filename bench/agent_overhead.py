@@ -44,6 +44,7 @@ from kubernetes_asyncio import config as k8s_config
 from bench import results
 from bench.agent_capture import _node
 from dynamo_snapshot.agent import artifact
+from dynamo_snapshot.agent import criu as criu_mod
 from dynamo_snapshot.agent.app import assemble
 from dynamo_snapshot.agent.capture import Work
 from dynamo_snapshot.agent.config import AgentConfig
@@ -81,6 +82,7 @@ class _Sample:
     task: float
     lease: float
     dump: float
+    criu: float
     rtt: float
 
     def steps(self) -> dict[str, float]:
@@ -89,6 +91,7 @@ class _Sample:
             "gate_and_decision_s": self.task - self.seen,
             "lease_s": self.lease,
             "rereads_under_lease_s": self.dump - self.task - self.lease,
+            "executor_entry_to_criu_spawn_s": self.criu - self.dump,
         }
 
 
@@ -159,6 +162,15 @@ async def _measure(
             start_task(req, work)
 
         agent.captures.start = noted_start  # type: ignore[method-assign]
+        # When the executor asks for the CRIU process (captures run one at a time here).
+        spawned: list[float] = []
+        run_dump = criu_mod.run_dump
+
+        async def noted_run_dump(*args: Any, **kwargs: Any) -> None:
+            spawned.append(time.monotonic())
+            await run_dump(*args, **kwargs)
+
+        criu_mod.run_dump = noted_run_dump
         runner = asyncio.create_task(mgr.run())
         try:
             for i in range(captures + 1):  # the first one warms the apiserver up
@@ -199,12 +211,14 @@ async def _measure(
                         task=tasks[pod.name],
                         lease=float(manifest["phases"]["lease"]),
                         dump=timed.starts[pod.name],
+                        criu=spawned[-1],
                         rtt=rtt,
                     )
                     out.append(sample)
                     steps = ", ".join(f"{k} {v * 1000:.1f}" for k, v in sample.steps().items())
                     print(f"capture {i}: {(sample.dump - t0) * 1000:.1f} ms ({steps})", flush=True)
         finally:
+            criu_mod.run_dump = run_dump
             mgr.stop()
             await runner
     return out, warmup
@@ -245,13 +259,15 @@ def main(argv: list[str]) -> int:
             "goal_met": statistics.median(values) <= 0.050,
             "captures": len(values),
             "median_steps_s": steps,
+            "p50_to_criu_spawn_s": statistics.median(x.criu - x.t0 for x in samples),
             "api_get_round_trip_p50_s": statistics.median(x.rtt for x in samples),
             "warmup_capture_s": warmup,
             "load_average_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
             "cores": os.cpu_count(),
             "notes": "t0 is taken before the content's create request is sent; the dump start "
-            "is the executor's entry (staging directory, then CRIU). The warm-up capture "
-            "(apiserver's first write of the CRD) is not among the captures.",
+            "is the executor's entry (then the staging directory, CRIU's arguments from /proc and "
+            "the CRIU process: p50_to_criu_spawn_s is up to the call that spawns it). The "
+            "warm-up capture (apiserver's first write of the CRD) is not among the captures.",
         },
     )
     return 0
