@@ -12,6 +12,7 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
+    needs_in,
     run,
     run_controller,
 )
@@ -27,7 +28,10 @@ work order), mirrors the content's Ready / Failed back, and deletes the content 
 is deleted (finalizer nvidia.com/podsnapshotcontent-cleanup). An orphan collector deletes contents
 whose PodSnapshot has been gone for --orphan-grace-period, after confirming it with a live read.
 
-Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/podsnapshot-controller.yaml.
+Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/podsnapshot-controller.yaml
+(with --namespace, its namespaced rules bound by a RoleBinding in each namespace are enough; the
+cluster-scoped PodSnapshotContents still need a ClusterRoleBinding). With --namespace, contents of
+PodSnapshots in other namespaces are left to the controller that watches those.
 Exits 1 with one line on stderr when they are missing or the API server cannot be reached."""
 
 
@@ -73,25 +77,30 @@ def build(
         ControllerBuilder(mgr)
         .named("podsnapshot")
         .for_(POD_SNAPSHOTS)
-        # Contents are cluster-scoped: every namespace's, whatever --namespace says.
+        # Contents are cluster-scoped: every namespace's, whatever --namespace says (the
+        # builder drops requests for PodSnapshots outside the watched namespaces).
         .watches(POD_SNAPSHOT_CONTENTS, content_to_snapshot)
         .with_workers(args.workers)
         .complete(reconciler)
     )
     collector = OrphanCollector(
-        mgr.client, recorder, grace_period=args.orphan_grace_period, clock=mgr.clock
+        mgr.client,
+        recorder,
+        grace_period=args.orphan_grace_period,
+        clock=mgr.clock,
+        namespaces=mgr.cache.namespaces,
     )
     mgr.add(collector)
     return reconciler, collector
 
 
 async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
-    ns = opts.namespace
+    ns = opts.namespaces
     needs = [
-        Need(POD_SNAPSHOTS, ("list", "watch", "get", "patch"), ns, custom=True),
-        Need(POD_SNAPSHOTS, ("patch",), ns, subresource="status"),
+        *needs_in(ns, POD_SNAPSHOTS, ("list", "watch", "get", "patch"), custom=True),
+        *needs_in(ns, POD_SNAPSHOTS, ("patch",), subresource="status"),
         Need(POD_SNAPSHOT_CONTENTS, ("list", "watch", "get", "create", "delete"), custom=True),
-        Need(PODS, ("get",), ns),
+        *needs_in(ns, PODS, ("get",)),
     ]
     await run_controller(opts, args, PROG, needs, build)
 

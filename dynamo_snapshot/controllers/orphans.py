@@ -46,6 +46,9 @@ class OrphanCollector:
     grace_period: float = DEFAULT_GRACE_PERIOD
     interval: float | None = None
     clock: Clock = attrs.field(factory=RealClock)
+    namespaces: frozenset[str] | None = None
+    """The namespaces whose PodSnapshots this collector may judge (None: all); a content of a
+    PodSnapshot elsewhere belongs to the controller that watches that namespace."""
     need_leader_election: bool = True
     deleted: int = 0
     _missing_since: dict[str, float] = attrs.field(factory=dict)
@@ -90,6 +93,8 @@ class OrphanCollector:
             if content.metadata.deleting:
                 continue
             ref = content.spec.snapshot_ref
+            if self.namespaces is not None and ref.namespace not in self.namespaces:
+                continue
             uid = content.metadata.uid or ""
             if await self._snapshot_uid(ref.namespace, ref.name, live=False) == ref.uid:
                 continue
