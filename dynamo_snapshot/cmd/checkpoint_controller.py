@@ -11,6 +11,7 @@ from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.resources import DYNAMO_CHECKPOINTS, POD_SNAPSHOTS
 from dynamo_snapshot.cmd.common import (
     CommonOptions,
+    Need,
     build_parser,
     needs_in,
     run,
@@ -114,16 +115,20 @@ def build(mgr: Manager, opts: CommonOptions, args: argparse.Namespace) -> Checkp
     return reconciler
 
 
-async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+def needs(opts: CommonOptions) -> list[Need]:
+    """What start-up checks: each verb in each watched namespace (cluster-wide without one)."""
     ns = opts.namespaces
-    needs = [
+    return [
         *needs_in(ns, DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), custom=True),
         *needs_in(ns, DYNAMO_CHECKPOINTS, ("patch",), subresource="status"),
         *needs_in(ns, POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), custom=True),
         *needs_in(ns, JOBS, ("list", "watch", "get", "create", "delete")),
         *needs_in(ns, PODS, ("list", "watch")),
     ]
-    await run_controller(opts, args, PROG, needs, build)
+
+
+async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+    await run_controller(opts, args, PROG, needs(opts), build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

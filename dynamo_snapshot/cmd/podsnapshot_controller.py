@@ -94,15 +94,19 @@ def build(
     return reconciler, collector
 
 
-async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+def needs(opts: CommonOptions) -> list[Need]:
+    """What start-up checks: each verb in each watched namespace (cluster-wide without one)."""
     ns = opts.namespaces
-    needs = [
+    return [
         *needs_in(ns, POD_SNAPSHOTS, ("list", "watch", "get", "patch"), custom=True),
         *needs_in(ns, POD_SNAPSHOTS, ("patch",), subresource="status"),
         Need(POD_SNAPSHOT_CONTENTS, ("list", "watch", "get", "create", "delete"), custom=True),
         *needs_in(ns, PODS, ("get",)),
     ]
-    await run_controller(opts, args, PROG, needs, build)
+
+
+async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+    await run_controller(opts, args, PROG, needs(opts), build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
