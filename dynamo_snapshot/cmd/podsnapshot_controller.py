@@ -84,11 +84,7 @@ def build(
         .complete(reconciler)
     )
     collector = OrphanCollector(
-        mgr.client,
-        recorder,
-        grace_period=args.orphan_grace_period,
-        clock=mgr.clock,
-        namespaces=mgr.cache.namespaces,
+        mgr.client, recorder, grace_period=args.orphan_grace_period, clock=mgr.clock
     )
     mgr.add(collector)
     return reconciler, collector

@@ -149,16 +149,21 @@ def _manager(api: ApiClient, opts: CommonOptions, name: str) -> Manager:
 
 @contextlib.asynccontextmanager
 async def controllers(
-    api: ApiClient, namespace: str | Sequence[str], *, orphan_grace_period: float = 300.0
+    api: ApiClient,
+    namespace: str | Sequence[str],
+    *,
+    orphan_grace_period: float = 300.0,
+    podsnapshot_api: ApiClient | None = None,
 ) -> AsyncIterator[Running]:
     """Run both controllers (wired exactly as their entrypoints wire them) until the block ends,
-    watching `namespace` (one, or several as `--namespace a,b` gives)."""
+    watching `namespace` (one, or several as `--namespace a,b` gives). The PodSnapshot controller
+    uses `podsnapshot_api` when given (its own identity), else `api`."""
     opts = _options(namespace)
     ck = _manager(api, opts, checkpoint_controller.PROG)
     checkpoint_controller.build(
         ck, opts, argparse.Namespace(workers=2, job_seccomp_profile=c.SECCOMP_LOCALHOST_PROFILE)
     )
-    ps = _manager(api, opts, podsnapshot_controller.PROG)
+    ps = _manager(podsnapshot_api or api, opts, podsnapshot_controller.PROG)
     _, collector = podsnapshot_controller.build(
         ps, opts, argparse.Namespace(workers=2, orphan_grace_period=orphan_grace_period)
     )
