@@ -14,6 +14,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from dynamo_snapshot.runtime import (
     CONFIGMAPS,
+    SECRETS,
     CacheSyncTimeout,
     ControllerBuilder,
     NamespaceNotCached,
@@ -25,7 +26,8 @@ from tests.integration.runtime.test_controller_live import configmap, make_manag
 from tests.support import Impersonate, wait_for
 
 READ_CONFIGMAPS = rule("", "configmaps", "get", "list", "watch")
-MINE = {"before", "after"}
+LIST_SECRETS = rule("", "secrets", "list")
+MINE = {"before", "after", "secret"}
 
 
 def ours(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -44,9 +46,10 @@ async def test_a_manager_of_two_namespaces_needs_only_their_roles_and_sees_only_
     async with extra_namespaces(kube_api, 2) as (b, c):
         a = namespace
         grants = Grants(kube_api, a, "watcher")
-        await grants.in_namespaces([a, b], rules=[READ_CONFIGMAPS])
+        await grants.in_namespaces([a, b], rules=[READ_CONFIGMAPS, LIST_SECRETS])
         for ns in (a, b, c):
             await admin.create(CONFIGMAPS, configmap("before", ns), ns)
+            await admin.create(SECRETS, {"metadata": {"name": "secret"}}, ns)
 
         async with impersonate(grants.user) as api:
             # Without --namespace the cache lists cluster-wide: this identity may not.
@@ -90,5 +93,8 @@ async def test_a_manager_of_two_namespaces_needs_only_their_roles_and_sees_only_
                 with pytest.raises(NamespaceNotCached, match=f"namespace {c}"):
                     await mgr.client.list(CONFIGMAPS, c)
                 assert mgr.cache.has_synced()
+                # An uncached kind read "in every namespace" is read live in each of the
+                # manager's, not cluster-wide (which this identity may not).
+                assert ours(await mgr.client.list(SECRETS)) == {(a, "secret"), (b, "secret")}
         # Never a request for c, before or after the start.
         assert {ns for ns, name in seen if name in MINE} == {a, b}
