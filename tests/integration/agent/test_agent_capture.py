@@ -87,7 +87,16 @@ async def test_capture_end_to_end(
             assert resp.status == 200
             assert "[+]cri ok" in await resp.text()
         assert mgr.metrics_address is not None
-        samples = await scrape(mgr.metrics_address)
+        address = mgr.metrics_address
+
+        async def counted() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+            found = await scrape(address)
+            done = found.get("dynamo_snapshot_capture_duration_seconds_count", [])
+            return found if any(lab.get("method") == method for lab, _v in done) else None
+
+        # The capture's duration is observed when its task ends, after the sentinel and the
+        # Lease's release: the workload may exit before that.
+        samples = await wait_for(counted, 30, "the capture's duration in /metrics")
         counts = samples["dynamo_snapshot_capture_duration_seconds_count"]
         assert ({"method": method, "result": "success"}, 1.0) in counts
         phases = {

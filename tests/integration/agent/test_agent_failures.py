@@ -13,7 +13,7 @@ import pytest
 from dynamo_snapshot.agent.capture import CONTENTS
 from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.api import constants as c
-from dynamo_snapshot.runtime import LEASES, PODS, RestClient
+from dynamo_snapshot.runtime import LEASES, PODS, Conflict, RestClient
 from tests.integration.agent.conftest import RunAgent, create_content, terminal_condition
 from tests.integration.agent.kubelet import played_pod
 from tests.support import wait_for
@@ -215,7 +215,8 @@ async def _foreign_lease(
 async def test_container_changed_while_waiting_for_the_lease(
     api: RestClient, namespace: str, run_agent: RunAgent, cri: CriClient, tmp_path: Path
 ) -> None:
-    await _foreign_lease(api, namespace, "changed", duration=3)
+    # Held for an hour: the agent waits until the test lets go (deletes it), never on a clock.
+    lease = await _foreign_lease(api, namespace, "changed", duration=3600)
     async with (
         run_agent() as (_mgr, agent),
         played_pod(api, cri, namespace, tmp_path, checkpoint_id="changed") as pod,
@@ -226,7 +227,16 @@ async def test_container_changed_while_waiting_for_the_lease(
         running = agent.tasks.keys()
         assert [r.name for r in running] == [name]
         # The kubelet restarts the container: a new ID in the pod status.
-        pod.override_container_id = "containerd://" + "a" * 64
+        new_id = "containerd://" + "a" * 64
+        pod.override_container_id = new_id
+
+        async def reported() -> bool:
+            obj = await api.get(PODS, pod.name, namespace)
+            ids = [s.get("containerID") for s in obj["status"].get("containerStatuses") or []]
+            return new_id in ids
+
+        await wait_for(reported, 30, "the new container ID in the pod status")
+        await api.delete(LEASES, lease["metadata"]["name"], namespace)
         cond = await expect_failed(api, content, c.REASON_CONTAINER_CHANGED)
         assert "a" * 12 in cond["message"]
 
@@ -249,9 +259,17 @@ async def test_lease_lost_during_the_dump_is_lease_cancelled(
         staging = storage_root / "stolen" / "versions" / "tmp"
         await wait_for(lambda: staging.is_dir() and any(staging.iterdir()), 60, "dump started")
         lease_name = f"{c.CHECKPOINT_LEASE_NAME_PREFIX}stolen"
-        lease = await api.get(LEASES, lease_name, namespace)
-        lease["spec"]["holderIdentity"] = "snapshot-agent/thief"
-        await api.update(LEASES, lease, namespace)
+
+        async def steal() -> bool:
+            lease = await api.get(LEASES, lease_name, namespace)
+            lease["spec"]["holderIdentity"] = "snapshot-agent/thief"
+            try:
+                await api.update(LEASES, lease, namespace)
+            except Conflict:
+                return False  # the agent renewed (every 0.5 s) between our read and write
+            return True
+
+        await wait_for(steal, 10, "the Lease taken by another holder")
         cond = await expect_failed(api, content, c.REASON_LEASE_CANCELLED)
         assert "lost" in cond["message"]
         assert not (storage_root / "stolen" / "versions" / "1").exists()
