@@ -20,16 +20,10 @@ import yaml
 
 from dynamo_snapshot.agent import artifact
 from dynamo_snapshot.agent.capture import CONTENTS
-from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.api import constants as c
-from dynamo_snapshot.runtime import Manager, RestClient
-from tests.integration.agent.conftest import (
-    RunAgent,
-    agent_config,
-    create_content,
-    terminal_condition,
-)
-from tests.integration.agent.kubelet import NODE_NAME, played_pod
+from dynamo_snapshot.runtime import Manager
+from tests.integration.agent.conftest import Bed, RunAgent, agent_config, terminal_condition
+from tests.integration.agent.kubelet import NODE_NAME
 from tests.support import wait_for
 
 pytestmark = pytest.mark.node
@@ -43,21 +37,15 @@ def _captures(mgr: Manager, method: str) -> float:
 
 
 async def test_two_agents_on_one_node_make_one_dump(
-    api: RestClient,
-    namespace: str,
-    run_agent: RunAgent,
-    cri: CriClient,
-    storage_root: Path,
-    tmp_path: Path,
+    bed: Bed, run_agent: RunAgent, storage_root: Path
 ) -> None:
     async with (
         run_agent(identity="snapshot-agent/racer-a") as (mgr_a, _a),
         run_agent(identity="snapshot-agent/racer-b") as (mgr_b, _b),
-        played_pod(api, cri, namespace, tmp_path, checkpoint_id="race") as pod,
+        bed.pod(checkpoint_id="race") as pod,
     ):
-        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
-        name = content["metadata"]["name"]
-        cond = await wait_for(lambda: terminal_condition(api, name), 90, f"{name} terminal")
+        content = await bed.order(pod)
+        cond = await bed.terminal(content, 90)
         assert cond["reason"] == c.REASON_CAPTURED
         await wait_for(pod.exited, 30, "workload exit")
         assert await pod.exit_code() == 0
@@ -114,10 +102,8 @@ def _start_agent(kubeconfig: Path, config: Path, log: Path) -> subprocess.Popen[
 
 
 async def test_kill_9_during_a_dump_then_restart_converges(
-    api: RestClient,
-    namespace: str,
+    bed: Bed,
     kube_cluster: Any,
-    cri: CriClient,
     cri_endpoint: str,
     criu: Path,
     storage_root: Path,
@@ -150,10 +136,8 @@ async def test_kill_9_during_a_dump_then_restart_converges(
     first = _start_agent(kube_cluster.kubeconfig, config, log)
     second: subprocess.Popen[bytes] | None = None
     try:
-        async with played_pod(
-            api, cri, namespace, tmp_path, touch_mib=384, checkpoint_id="killed"
-        ) as pod:
-            content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
+        async with bed.pod(touch_mib=384, checkpoint_id="killed") as pod:
+            content = await bed.order(pod)
             name = content["metadata"]["name"]
             staging = storage_root / "killed" / "versions" / "tmp"
             await wait_for(
@@ -161,14 +145,12 @@ async def test_kill_9_during_a_dump_then_restart_converges(
             )
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-            assert await terminal_condition(api, name) is None
+            assert await terminal_condition(bed.api, name) is None
             final = storage_root / "killed" / "versions" / "1"
             assert not final.exists()
 
             second = _start_agent(kube_cluster.kubeconfig, config, log)
-            cond = await wait_for(
-                lambda: terminal_condition(api, name), 120, f"{name} terminal after restart"
-            )
+            cond = await bed.terminal(content, 120)
             assert cond["reason"] == c.REASON_CAPTURED, (cond, log.read_text()[-3000:])
             manifest = artifact.verify(final, full=True)
             assert manifest["method"] == "cri"
@@ -188,20 +170,15 @@ async def test_kill_9_during_a_dump_then_restart_converges(
 
 
 async def test_ready_without_sentinel_is_released_after_a_restart(
-    api: RestClient,
-    namespace: str,
-    run_agent: RunAgent,
-    cri: CriClient,
-    storage_root: Path,
-    tmp_path: Path,
+    bed: Bed, run_agent: RunAgent, storage_root: Path
 ) -> None:
     """An agent persisted Ready and died before writing snapshot-complete: the next agent
     writes it (without dumping again) and the workload exits 0."""
-    async with played_pod(api, cri, namespace, tmp_path, checkpoint_id="rerelease") as pod:
+    async with bed.pod(checkpoint_id="rerelease") as pod:
         await wait_for(
             (pod.control_dir / c.READY_FOR_SNAPSHOT_FILE).exists, 30, "ready-for-snapshot"
         )
-        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
+        content = await bed.order(pod)
         name = content["metadata"]["name"]
         when = "2026-01-01T00:00:00Z"
         conditions = [
@@ -209,7 +186,7 @@ async def test_ready_without_sentinel_is_released_after_a_restart(
              "lastTransitionTime": when}
             for t, s in ((c.CONDITION_READY, "True"), (c.CONDITION_FAILED, "False"))
         ]  # fmt: skip
-        await api.patch_status(CONTENTS, name, {"status": {"conditions": conditions}})
+        await bed.api.patch_status(CONTENTS, name, {"status": {"conditions": conditions}})
         assert not (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
         async with run_agent():
             await wait_for(pod.exited, 60, "workload released and exited")
