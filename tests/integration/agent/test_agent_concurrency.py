@@ -23,7 +23,7 @@ from dynamo_snapshot.agent.capture import CONTENTS
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.runtime import Manager
 from tests.integration.agent.conftest import Bed, RunAgent, agent_config, terminal_condition
-from tests.integration.agent.kubelet import NODE_NAME
+from tests.integration.agent.kubelet import NODE_NAME, PlayedPod
 from tests.support import wait_for
 
 pytestmark = pytest.mark.node
@@ -63,11 +63,13 @@ async def test_two_agents_on_one_node_make_one_dump(
     artifact.verify(versions / "1", full=True)
 
 
-def _frozen_containers() -> list[str]:
-    """Frozen cgroups under the test bed's cgroup parent."""
-    root = Path("/sys/fs/cgroup/freezer/dynamo-snapshot-node")
+def _frozen_containers(pod: PlayedPod) -> list[str]:
+    """Frozen container cgroups of the pod (not the whole test bed's: another test session on
+    this machine may be dumping a container of its own under the same parent right now)."""
+    assert pod.sandbox_config is not None
+    root = Path("/sys/fs/cgroup/freezer") / pod.sandbox_config.linux.cgroup_parent.lstrip("/")
     out = []
-    for state in root.glob("*/*/freezer.state"):
+    for state in root.glob("*/freezer.state"):
         try:
             if state.read_text().strip() != "THAWED":
                 out.append(str(state.parent))
@@ -157,7 +159,7 @@ async def test_kill_9_during_a_dump_then_restart_converges(
             assert os.listdir(staging) == [], "the dead agent's staging was removed"
             await wait_for(pod.exited, 30, "workload exit")
             assert await pod.exit_code() == 0
-            assert _frozen_containers() == []
+            assert _frozen_containers(pod) == []
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
