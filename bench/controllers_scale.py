@@ -96,7 +96,7 @@ async def serve(mode: str, kubeconfig: str, port: int) -> None:
         health_probe_bind_address="0",
         log_level="warning",
         log_format="text",
-        namespace=NS,
+        namespaces=(NS,),
     )
     mgr = Manager(api, manager_options(opts, "scale"), field_manager="scale")
     if mode == "baseline":

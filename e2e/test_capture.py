@@ -114,14 +114,23 @@ def test_job_completed_and_was_deleted(env: Env, captured: Captured) -> None:
 
 def test_every_transition_left_an_event(env: Env, captured: Captured) -> None:
     kubectl = Kubectl(env.cluster.kubeconfig)
-    events = flow.events_of(kubectl, captured.namespace, "DynamoCheckpoint", captured.name)
+
+    def all_sent() -> list[flow.Obj] | None:
+        # The controllers send Events in the background, after the status write the capture
+        # fixture waited for: the last of them may still be on its way.
+        found = flow.events_of(kubectl, captured.namespace, "DynamoCheckpoint", captured.name)
+        joined = " ".join(f"{e['reason']}: {e['message']}" for e in found)
+        return found if captured.job_name in joined and "Ready" in joined else None
+
+    def reasons_so_far() -> str:
+        found = flow.events_of(kubectl, captured.namespace, "DynamoCheckpoint", captured.name)
+        return ", ".join(e["reason"] for e in found)
+
+    events = wait_for("the checkpoint's Events", all_sent, timeout=60, progress=reasons_so_far)
     text = [f"{e['type']} {e['reason']}: {e['message']}" for e in events]
     assert all(e["type"] == "Normal" for e in events), text
     reasons = [e["reason"] for e in events]
     assert len(set(reasons)) >= 3, text  # Job created, PodSnapshot created, Ready at least
-    joined = " ".join(text)
-    assert captured.job_name in joined, text
-    assert "Ready" in joined, text
     podsnap_events = flow.events_of(
         kubectl, captured.namespace, "PodSnapshot", captured.watch.status["podSnapshotName"]
     )

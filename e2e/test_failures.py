@@ -52,8 +52,19 @@ def test_pod_template_without_the_target_container_fails(env: Env, namespace: st
     # Nothing ran: no Job was created for it.
     jobs = kubectl.json("get", "jobs", "-n", namespace)["items"]
     assert jobs == [], [j["metadata"]["name"] for j in jobs]
-    events = flow.events_of(kubectl, namespace, "DynamoCheckpoint", "no-target")
-    assert any(e["type"] == "Warning" for e in events), events
+    # The Event is sent in the background, after the Failed status the wait saw.
+    wait_for(
+        "a Warning Event on the checkpoint",
+        lambda: (
+            True
+            if any(
+                e["type"] == "Warning"
+                for e in flow.events_of(kubectl, namespace, "DynamoCheckpoint", "no-target")
+            )
+            else None
+        ),
+        timeout=60,
+    )
 
 
 def test_source_pod_deleted_mid_flow_fails_with_a_reason(env: Env, namespace: str) -> None:

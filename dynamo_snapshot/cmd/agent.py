@@ -21,6 +21,7 @@ from dynamo_snapshot.cmd.common import (
     build_parser,
     load_api_client,
     manager_options,
+    needs_in,
     preflight,
     run,
 )
@@ -95,7 +96,7 @@ async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
                 [
                     Need(CONTENTS, ("list", "watch"), custom=True),
                     Need(CONTENTS, ("patch",), subresource="status"),
-                    Need(PODS, ("get", "list", "watch", "patch"), opts.namespace),
+                    *needs_in(opts.namespaces, PODS, ("get", "list", "watch", "patch")),
                     Need(LEASES, ("create", "get", "update", "delete")),
                 ],
             )

@@ -13,6 +13,7 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
+    needs_in,
     run,
     run_controller,
 )
@@ -47,7 +48,8 @@ of the Job's pod once it exists, and reports Ready with the checkpoint ID when t
 Ready and the Job Complete, or Failed with a reason. It caches DynamoCheckpoints, their Jobs and
 PodSnapshots, and only the pods labelled {c.LABEL_IS_CHECKPOINT_SOURCE}=true.
 
-Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/checkpoint-controller.yaml.
+Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/checkpoint-controller.yaml
+(with --namespace, its rules bound by a RoleBinding in each namespace are enough).
 Exits 1 with one line on stderr when they are missing or the API server cannot be reached."""
 
 
@@ -85,7 +87,8 @@ def build(mgr: Manager, opts: CommonOptions, args: argparse.Namespace) -> Checkp
     reconciler = CheckpointReconciler(
         mgr.client,
         mgr.event_recorder(PROG),
-        view_namespace=opts.namespace,
+        # None: every namespace the manager watches (they name its informers).
+        view_namespace=None,
         seccomp_profile=args.job_seccomp_profile or None,
     )
     (
@@ -112,16 +115,20 @@ def build(mgr: Manager, opts: CommonOptions, args: argparse.Namespace) -> Checkp
     return reconciler
 
 
-async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
-    ns = opts.namespace
-    needs = [
-        Need(DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), ns, custom=True),
-        Need(DYNAMO_CHECKPOINTS, ("patch",), ns, subresource="status"),
-        Need(POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), ns, custom=True),
-        Need(JOBS, ("list", "watch", "get", "create", "delete"), ns),
-        Need(PODS, ("list", "watch"), ns),
+def needs(opts: CommonOptions) -> list[Need]:
+    """What start-up checks: each verb in each watched namespace (cluster-wide without one)."""
+    ns = opts.namespaces
+    return [
+        *needs_in(ns, DYNAMO_CHECKPOINTS, ("list", "watch", "patch"), custom=True),
+        *needs_in(ns, DYNAMO_CHECKPOINTS, ("patch",), subresource="status"),
+        *needs_in(ns, POD_SNAPSHOTS, ("list", "watch", "get", "create", "delete"), custom=True),
+        *needs_in(ns, JOBS, ("list", "watch", "get", "create", "delete")),
+        *needs_in(ns, PODS, ("list", "watch")),
     ]
-    await run_controller(opts, args, PROG, needs, build)
+
+
+async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+    await run_controller(opts, args, PROG, needs(opts), build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ An entrypoint is a parser plus one coroutine::
     async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
         api = await load_api_client(opts.kubeconfig)
         ...
-        await preflight(client, [Need(RESOURCE, ("list", "watch"), opts.namespace)])
+        await preflight(client, needs_in(opts.namespaces, RESOURCE, ("list", "watch")))
         await manager.run()
 
 `run` parses the flags, configures logging (JSON lines when stderr is not a terminal, text when
@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -53,6 +54,8 @@ __all__ = [
     "leader_election_needs",
     "load_api_client",
     "manager_options",
+    "needs_in",
+    "parse_namespaces",
     "preflight",
     "run",
     "setup_logging",
@@ -76,6 +79,29 @@ class StartupError(Exception):
     """A condition an operator must fix before the binary can work; the message is one line."""
 
 
+# A namespace name is an RFC 1123 label (what the API server accepts).
+_NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def parse_namespaces(values: Iterable[str] | None) -> tuple[str, ...]:
+    """``--namespace`` values (each may hold several names separated by commas) as a sorted
+    tuple of distinct names; empty means all namespaces. A name the API server would reject
+    raises :class:`StartupError`."""
+    names: set[str] = set()
+    for value in values or ():
+        for part in value.split(","):
+            name = part.strip()
+            if not name:
+                continue
+            if not _NAMESPACE_NAME.fullmatch(name):
+                raise StartupError(
+                    f"--namespace: {name!r} is not a namespace name (lowercase letters, digits "
+                    "and '-', at most 63)"
+                )
+            names.add(name)
+    return tuple(sorted(names))
+
+
 @attrs.frozen
 class CommonOptions:
     """The flags every binary takes (SPEC §7), parsed."""
@@ -85,8 +111,8 @@ class CommonOptions:
     health_probe_bind_address: str
     log_level: str
     log_format: str
-    namespace: str | None
-    """The one namespace to watch; None watches all namespaces."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces to watch, sorted; empty watches all namespaces."""
     leader_elect: bool = False
     leader_election_id: str = ""
     leader_election_namespace: str = "default"
@@ -125,9 +151,14 @@ def build_parser(
     )
     conn.add_argument(
         "--namespace",
-        metavar="NS",
-        default=os.environ.get("WATCH_NAMESPACE") or None,
-        help="watch only this namespace (default: $WATCH_NAMESPACE, else all namespaces).",
+        metavar="NS[,NS...]",
+        action="append",
+        default=None,
+        help="watch only these namespaces: repeat the flag or separate names with commas "
+        "(--namespace a,b). Each is listed and watched on its own, so Roles in those "
+        "namespaces suffice (no cluster-wide list or watch); cluster-scoped kinds are still "
+        "watched cluster-wide, and the leader-election Lease keeps its own namespace. Default: "
+        "$WATCH_NAMESPACE (same form), else all namespaces.",
     )
     serve = parser.add_argument_group("serving")
     serve.add_argument(
@@ -197,7 +228,11 @@ def options_from(args: argparse.Namespace) -> CommonOptions:
         health_probe_bind_address=args.health_probe_bind_address,
         log_level=args.log_level,
         log_format=args.log_format,
-        namespace=args.namespace,
+        namespaces=parse_namespaces(
+            args.namespace
+            if args.namespace is not None
+            else [os.environ.get("WATCH_NAMESPACE", "")]
+        ),
         leader_elect=leader_elect,
         leader_election_id=leader_id,
         leader_election_namespace=(
@@ -288,6 +323,21 @@ async def load_api_client(kubeconfig: str | None) -> Any:
     return k8s_client.ApiClient(configuration=cfg)
 
 
+def needs_in(
+    namespaces: Sequence[str],
+    resource: Resource,
+    verbs: tuple[str, ...],
+    *,
+    subresource: str | None = None,
+    custom: bool = False,
+) -> list[Need]:
+    """The same verbs in each of ``namespaces`` (cluster-wide when there are none)."""
+    return [
+        Need(resource, verbs, ns, subresource=subresource, custom=custom)
+        for ns in (namespaces or (None,))
+    ]
+
+
 @attrs.frozen
 class Need:
     """Verbs a binary needs on a resource (in `namespace`, or cluster-wide when None)."""
@@ -322,9 +372,11 @@ async def preflight(client: Client, needs: Iterable[Need]) -> None:
     our credentials, a CRD not installed, or RBAC missing a verb. Costs one request per custom
     resource and one SelfSubjectAccessReview per verb."""
     needs = list(needs)
+    checked: set[Resource] = set()
     for need in needs:
-        if not need.custom:
-            continue
+        if not need.custom or need.resource in checked:
+            continue  # one request per CRD, however many namespaces need it
+        checked.add(need.resource)
         try:
             await client.list(need.resource, need.namespace, limit=1)
         except NotFound:
@@ -387,7 +439,7 @@ def manager_options(opts: CommonOptions, service_name: str) -> ManagerOptions:
         leader_election=opts.leader_elect,
         leader_election_id=opts.leader_election_id,
         leader_election_namespace=opts.leader_election_namespace,
-        namespace=opts.namespace,
+        namespaces=opts.namespaces,
         service_name=service_name,
     )
 

@@ -12,6 +12,7 @@ from dynamo_snapshot.cmd.common import (
     CommonOptions,
     Need,
     build_parser,
+    needs_in,
     run,
     run_controller,
 )
@@ -27,7 +28,10 @@ work order), mirrors the content's Ready / Failed back, and deletes the content 
 is deleted (finalizer nvidia.com/podsnapshotcontent-cleanup). An orphan collector deletes contents
 whose PodSnapshot has been gone for --orphan-grace-period, after confirming it with a live read.
 
-Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/podsnapshot-controller.yaml.
+Needs the CRDs of manifests/crds and the ClusterRole of manifests/rbac/podsnapshot-controller.yaml
+(with --namespace, its namespaced rules bound by a RoleBinding in each namespace are enough; the
+cluster-scoped PodSnapshotContents still need a ClusterRoleBinding). With --namespace, contents of
+PodSnapshots in other namespaces are left to the controller that watches those.
 Exits 1 with one line on stderr when they are missing or the API server cannot be reached."""
 
 
@@ -73,7 +77,8 @@ def build(
         ControllerBuilder(mgr)
         .named("podsnapshot")
         .for_(POD_SNAPSHOTS)
-        # Contents are cluster-scoped: every namespace's, whatever --namespace says.
+        # Contents are cluster-scoped: every namespace's, whatever --namespace says (the
+        # builder drops requests for PodSnapshots outside the watched namespaces).
         .watches(POD_SNAPSHOT_CONTENTS, content_to_snapshot)
         .with_workers(args.workers)
         .complete(reconciler)
@@ -85,15 +90,19 @@ def build(
     return reconciler, collector
 
 
-async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
-    ns = opts.namespace
-    needs = [
-        Need(POD_SNAPSHOTS, ("list", "watch", "get", "patch"), ns, custom=True),
-        Need(POD_SNAPSHOTS, ("patch",), ns, subresource="status"),
+def needs(opts: CommonOptions) -> list[Need]:
+    """What start-up checks: each verb in each watched namespace (cluster-wide without one)."""
+    ns = opts.namespaces
+    return [
+        *needs_in(ns, POD_SNAPSHOTS, ("list", "watch", "get", "patch"), custom=True),
+        *needs_in(ns, POD_SNAPSHOTS, ("patch",), subresource="status"),
         Need(POD_SNAPSHOT_CONTENTS, ("list", "watch", "get", "create", "delete"), custom=True),
-        Need(PODS, ("get",), ns),
+        *needs_in(ns, PODS, ("get",)),
     ]
-    await run_controller(opts, args, PROG, needs, build)
+
+
+async def start(opts: CommonOptions, args: argparse.Namespace) -> None:
+    await run_controller(opts, args, PROG, needs(opts), build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,8 @@ Every `interval` seconds the collector looks at the cached contents; one whose P
 so. Once it has been absent for `grace_period` seconds, the PodSnapshot is read **live**: a cache
 that has not caught up (a PodSnapshot created a moment ago, a relist in progress) never costs a
 content. Only a live NotFound, or another incarnation under that name, deletes it, with the
-content's UID as precondition.
+content's UID as precondition. With ``--namespace``, only contents of PodSnapshots in the watched
+namespaces are judged: the others belong to the controller that watches theirs.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class OrphanCollector:
         now = self.clock.now()
         still_missing: set[str] = set()
         deleted: list[str] = []
+        # A process watching some namespaces only (--namespace) can read only their PodSnapshots.
+        watched = self.client.cache.namespaces
         for raw in await self.client.list(POD_SNAPSHOT_CONTENTS):
             try:
                 content = PodSnapshotContent.from_dict(raw)
@@ -90,6 +93,8 @@ class OrphanCollector:
             if content.metadata.deleting:
                 continue
             ref = content.spec.snapshot_ref
+            if watched is not None and ref.namespace not in watched:
+                continue  # the controller that watches that namespace judges this one
             uid = content.metadata.uid or ""
             if await self._snapshot_uid(ref.namespace, ref.name, live=False) == ref.uid:
                 continue

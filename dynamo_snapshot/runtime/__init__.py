@@ -13,7 +13,7 @@ tracing, events, leaderelection, leaseguard.
 """
 
 from .builder import ControllerBuilder
-from .cache import CacheSyncTimeout, InformerCache, NoInformer
+from .cache import CacheSyncTimeout, InformerCache, NamespaceNotCached, NoInformer
 from .client import Client as RestClient
 from .clock import Clock, FakeClock, RealClock
 from .controller import Controller
@@ -144,6 +144,7 @@ __all__ = [
     "ManagerOptions",
     "MapFunc",
     "Metrics",
+    "NamespaceNotCached",
     "NoInformer",
     "NotFound",
     "Obj",

@@ -24,12 +24,15 @@ clock, hooks each informer to it through a handler and predicates, and adds it t
 * ``with_event_filter``: predicates applied to every watch of the controller.
 
 Each watch takes its own ``predicates``, ``namespace`` and ``label_selector``; by default it sees
-the manager's namespace (or all namespaces).
+the manager's namespaces (all unless the manager is restricted to some). When the manager is
+restricted, requests that a watch maps to a namespace outside its set are dropped: this
+controller cannot read those objects, another instance owns them (a cluster-scoped kind, for
+instance, may map to any namespace).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Self
 
 import attrs
@@ -60,7 +63,7 @@ class _Watch:
     resource: Resource
     handler: Handler
     predicates: tuple[Predicate, ...]
-    namespace: str | None
+    namespace: str | frozenset[str] | None
     label_selector: str | None
     field_selector: str | None
 
@@ -91,7 +94,7 @@ class ControllerBuilder:
         resource: Resource,
         handler: Handler,
         predicates: Sequence[Predicate],
-        namespace: str | None,
+        namespace: str | Collection[str] | None,
         label_selector: str | None,
         field_selector: str | None,
     ) -> None:
@@ -100,7 +103,10 @@ class ControllerBuilder:
                 resource,
                 handler,
                 tuple(predicates),
-                namespace if namespace is not None else self._mgr.options.namespace,
+                # None: the cache's namespaces (the manager's).
+                namespace
+                if namespace is None or isinstance(namespace, str)
+                else frozenset(namespace),
                 label_selector,
                 field_selector,
             )
@@ -111,7 +117,7 @@ class ControllerBuilder:
         resource: Resource,
         *,
         predicates: Sequence[Predicate] = (),
-        namespace: str | None = None,
+        namespace: str | Collection[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Self:
@@ -134,7 +140,7 @@ class ControllerBuilder:
         resource: Resource,
         *,
         predicates: Sequence[Predicate] = (),
-        namespace: str | None = None,
+        namespace: str | Collection[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Self:
@@ -157,7 +163,7 @@ class ControllerBuilder:
         map_fn: MapFunc | Handler,
         *,
         predicates: Sequence[Predicate] = (),
-        namespace: str | None = None,
+        namespace: str | Collection[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Self:
@@ -228,11 +234,14 @@ class ControllerBuilder:
         )
         first = self._watches[0]
         controller.for_view = View(first.namespace, first.label_selector, first.field_selector)
+        # A restricted cache cannot read a For object elsewhere: drop such requests up front.
+        scope = mgr.cache.namespaces if self._for.namespaced else None
         for w in self._watches:
             informer = mgr.cache.informer_for(
                 w.resource, w.namespace, w.label_selector, w.field_selector
             )
-            controller.watches(informer, w.handler, (*w.predicates, *self._filters))
+            handler = w.handler if scope is None else _InNamespaces(w.handler, scope)
+            controller.watches(informer, handler, (*w.predicates, *self._filters))
         for channel in self._channels:
             channel.subscribe(controller.queue.add)
         for tasks in self._tasks:
@@ -249,6 +258,17 @@ class ControllerBuilder:
                 mgr.add(tasks)
         mgr.add(controller)
         return controller
+
+
+@attrs.frozen
+class _InNamespaces:
+    """A handler whose requests outside ``namespaces`` are dropped (see the module docstring)."""
+
+    handler: Handler
+    namespaces: frozenset[str]
+
+    def requests(self, obj: Obj) -> Iterable[Request]:
+        return [r for r in self.handler.requests(obj) if r.namespace in self.namespaces]
 
 
 @attrs.frozen

@@ -8,11 +8,21 @@ always an RBAC rule that forbids listing or watching them), and answers reads fr
 :mod:`~dynamo_snapshot.runtime.reader` contract (``get`` raises ``NotFound``; ``list`` takes
 ``labels``, ``fields`` and ``index``), the way controller-runtime's cache-backed client does.
 
+**Namespaces.** ``InformerCache(client, namespaces=["a", "b"])`` restricts the cache to those
+namespaces, as controller-runtime's ``cache.Options.DefaultNamespaces`` does: a view of a
+namespaced resource that names no namespace watches exactly those (one list and one watch per
+namespace, merged into one store: see :mod:`~dynamo_snapshot.runtime.informer`), never the whole
+cluster, so namespaced Roles in those namespaces are all the process needs. A view or a read in a
+namespace outside the set raises :class:`NamespaceNotCached` instead of answering "nothing there"
+(or quietly reading the server). A ``list`` without a namespace means every namespace of the set.
+Cluster-scoped resources are not affected. Without ``namespaces`` the cache covers all namespaces.
+
 **Which view answers a read.** A read never answers from a view that cannot hold the object:
 
 * ``get`` uses an unfiltered view that covers the namespace (the one for exactly that namespace,
-  else the all-namespaces one). A label- or field-filtered view cannot prove that an object is
-  absent, so it answers only when the read names it (``view=View(...)``).
+  else one for several namespaces including it, else the all-namespaces one). A label- or
+  field-filtered view cannot prove that an object is absent, so it answers only when the read
+  names it (``view=View(...)``).
 * ``list`` uses an unfiltered covering view, else a filtered one whose selectors are exactly the
   read's, else the named view. The namespace, selectors and index are then applied in memory.
 * No such view: :class:`NoInformer` (the manager's client then reads live).
@@ -25,7 +35,7 @@ name with the same function; a different function under a taken name is an error
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -33,7 +43,7 @@ import attrs
 
 from .client import Client
 from .errors import NotFound
-from .informer import SharedInformer, Transform, drop_managed_fields
+from .informer import SharedInformer, Transform, drop_managed_fields, namespace_scope
 from .reader import IndexQuery, View, require_namespace
 from .resource import Resource
 from .selectors import field_selector_matcher, label_selector_matcher
@@ -42,6 +52,7 @@ from .store import NAMESPACE_INDEX, IndexFunc, Obj, Representation
 __all__ = [
     "CacheSyncTimeout",
     "InformerCache",
+    "NamespaceNotCached",
     "NoInformer",
     "View",
     "label_selector_matcher",
@@ -66,10 +77,24 @@ class NoInformer(LookupError):
     """A cached read that no informer's view can answer."""
 
 
+class NamespaceNotCached(LookupError):
+    """A view or read of a namespace the cache is restricted away from (see the module
+    docstring). Not a :class:`NoInformer`: reading such a namespace is a bug to report, not a
+    read to send to the server instead."""
+
+    def __init__(self, resource: Resource, namespace: str, watched: frozenset[str]) -> None:
+        super().__init__(
+            f"{resource} in namespace {namespace}: not cached, this cache watches only "
+            f"namespace(s) {', '.join(sorted(watched))}"
+        )
+        self.namespace = namespace
+
+
 @attrs.frozen
 class _InformerKey:
     resource: Resource
-    namespace: str | None
+    namespaces: frozenset[str] | None
+    """None: all namespaces (always None for a cluster-scoped resource)."""
     label_selector: str | None
     field_selector: str | None
 
@@ -87,8 +112,12 @@ class InformerCache:
         representation: Representation = "bytes",
         informer_factory: Callable[..., SharedInformer] = SharedInformer,
         on_skip: OnSkip | None = None,
+        namespaces: Iterable[str] | None = None,
     ) -> None:
         self.client = client
+        names = frozenset(namespaces or ()) - {""}
+        self.namespaces: frozenset[str] | None = names or None
+        """The namespaces this cache is restricted to (None: all). See the module docstring."""
         self._default_transform = default_transform
         self._transforms = dict(transforms or {})
         self._resync_period = resync_period
@@ -100,27 +129,44 @@ class InformerCache:
         self._indexers: dict[Resource, dict[str, IndexFunc]] = {}
         self._on_skip = on_skip
 
+    def _scope(
+        self, resource: Resource, namespace: str | Collection[str] | None
+    ) -> frozenset[str] | None:
+        """The namespaces a view of ``resource`` in ``namespace`` covers (None: all); no
+        namespace means the cache's own set. Outside that set: :class:`NamespaceNotCached`."""
+        if not resource.namespaced:
+            return None
+        wanted = namespace_scope(resource, namespace)
+        if wanted is None:
+            return self.namespaces
+        if self.namespaces is not None and not wanted <= self.namespaces:
+            raise NamespaceNotCached(resource, min(wanted - self.namespaces), self.namespaces)
+        return wanted
+
     def informer_for(
         self,
         resource: Resource,
-        namespace: str | None = None,
+        namespace: str | Collection[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> SharedInformer:
         """The shared informer for this view, created (and started, if the cache runs) on first
-        request."""
+        request. ``namespace``: one name, several (one informer over all of them), or None (the
+        cache's namespaces: all unless restricted)."""
         key = _InformerKey(
             resource,
-            namespace if resource.namespaced else None,
+            self._scope(resource, namespace),
             label_selector or None,
             field_selector or None,
         )
         informer = self._informers.get(key)
         if informer is None:
+            scope = key.namespaces
             informer = self._factory(
                 self.client,
                 resource,
-                namespace=key.namespace,
+                # One namespace is passed as a plain name, as before several were possible.
+                namespace=next(iter(scope)) if scope and len(scope) == 1 else scope,
                 label_selector=key.label_selector,
                 field_selector=key.field_selector,
                 resync_period=self._resync_period,
@@ -206,7 +252,7 @@ class InformerCache:
     def _named(self, resource: Resource, view: View) -> SharedInformer:
         key = _InformerKey(
             resource,
-            view.namespace if resource.namespaced else None,
+            self._scope(resource, view.namespace),
             view.labels or None,
             view.fields or None,
         )
@@ -222,26 +268,38 @@ class InformerCache:
         labels: str | None = None,
         fields: str | None = None,
     ) -> SharedInformer | None:
-        """An informer able to answer for ``namespace`` (None: all) and these selectors."""
+        """An informer able to answer for ``namespace`` (None: every namespace of the cache)
+        and these selectors."""
         ns = namespace if resource.namespaced else None
+        # A read of every namespace needs a view of at least every namespace the cache has.
+        needed = frozenset({ns}) if ns else self.namespaces
         best: tuple[int, SharedInformer] | None = None
         for k, informer in self._informers.items():
             if k.resource != resource:
                 continue
-            if k.namespace is not None and k.namespace != ns:
-                continue  # a one-namespace view cannot answer for another or for all
+            if k.namespaces is not None and (needed is None or not needed <= k.namespaces):
+                continue  # a view of some namespaces cannot answer for others
             unfiltered = k.label_selector is None and k.field_selector is None
             exact = k.label_selector == (labels or None) and k.field_selector == (fields or None)
             if not (unfiltered or exact):
                 continue  # it may lack objects the read asks for
-            rank = (0 if k.namespace == ns else 2) + (0 if unfiltered else 1)
+            rank = (0 if k.namespaces == needed else 2) + (0 if unfiltered else 1)
             if best is None or rank < best[0]:
                 best = (rank, informer)
         return None if best is None else best[1]
 
     def covers(self, resource: Resource, namespace: str | None = None) -> bool:
         """Whether some view can answer a ``get`` of ``resource`` in ``namespace``."""
-        return self._covering(resource, namespace) is not None
+        try:
+            return self._covering(resource, self._checked(resource, namespace)) is not None
+        except NamespaceNotCached:
+            return False
+
+    def _checked(self, resource: Resource, namespace: str | None) -> str | None:
+        """``namespace``, after making sure the cache may hold it (:class:`NamespaceNotCached`)."""
+        if namespace and resource.namespaced:
+            self._scope(resource, namespace)
+        return namespace
 
     def get_nowait(
         self,
@@ -252,7 +310,7 @@ class InformerCache:
         view: View | None = None,
     ) -> dict[str, Any]:
         """:meth:`get` for synchronous code (handlers, map functions)."""
-        ns = require_namespace(resource, name, namespace)
+        ns = self._checked(resource, require_namespace(resource, name, namespace))
         if view is not None:
             informer = self._named(resource, view)
         else:
@@ -296,7 +354,7 @@ class InformerCache:
         view: View | None = None,
     ) -> builtins.list[dict[str, Any]]:
         """:meth:`list` for synchronous code (handlers, map functions)."""
-        ns = namespace if resource.namespaced else None
+        ns = self._checked(resource, namespace if resource.namespaced else None)
         if view is not None:
             informer = self._named(resource, view)
         else:
@@ -307,12 +365,14 @@ class InformerCache:
             informer = found
         store = informer.store
         objs: builtins.list[Obj]
+        # The view may hold more namespaces than the read asks for.
+        narrow = ns if ns and informer.namespaces != frozenset({ns}) else None
         if index is not None:
             objs = store.by_index(index[0], index[1])
-            if ns and informer.namespace is None:
-                objs = [o for o in objs if (o.get("metadata") or {}).get("namespace") == ns]
-        elif ns and informer.namespace is None:
-            objs = store.by_index(NAMESPACE_INDEX, ns)
+            if narrow:
+                objs = [o for o in objs if (o.get("metadata") or {}).get("namespace") == narrow]
+        elif narrow:
+            objs = store.by_index(NAMESPACE_INDEX, narrow)
         else:
             objs = store.list()
         if labels and labels != informer.label_selector:

@@ -2,10 +2,14 @@
 
 A :class:`SharedInformer` runs one :class:`~dynamo_snapshot.runtime.reflector.Reflector` for a
 (resource, namespace, label selector, field selector) and keeps what it learns in a
-:class:`~dynamo_snapshot.runtime.store.Store`. Every registered :class:`EventHandler` hears about
-each change: ``on_add``, ``on_update(old, new)``, ``on_delete``. Data flows one way: watch →
-transform → store → handlers; a handler therefore always sees a store that already holds the
-change it is told about.
+:class:`~dynamo_snapshot.runtime.store.Store`. Given several namespaces, it runs one reflector per
+namespace (one list and one watch each, never a cluster-wide one: a process granted only
+namespaced Roles can run it) and merges them into the one store, whose keys are
+``namespace/name`` anyway; handlers, indexes and ``has_synced`` then cover all of them.
+
+Every registered :class:`EventHandler` hears about each change: ``on_add``,
+``on_update(old, new)``, ``on_delete``. Data flows one way: watch → transform → store → handlers;
+a handler therefore always sees a store that already holds the change it is told about.
 
 Semantics follow client-go's shared informer:
 
@@ -20,7 +24,8 @@ Semantics follow client-go's shared informer:
   thousands of unchanged objects then would cost a reconcile each for no new information. A
   controller that wants periodic re-checks asks for ``resync_period``.) A relist yields to the
   event loop every ``yield_every`` objects, so it never holds the loop for long.
-* ``has_synced()`` turns true once the first list is in the store.
+* ``has_synced()`` turns true once the first list is in the store (of every namespace's reflector).
+  A relist of one namespace replaces only that namespace's objects.
 * With ``resync_period``, every handler periodically receives ``on_update(obj, obj)`` for every
   cached object (the hook controllers use to re-check the world), also yielding as it goes.
 * A delete for a key the store does not hold is not announced (as in client-go).
@@ -36,7 +41,7 @@ exception in a handler is logged and does not affect other handlers or the infor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -64,6 +69,7 @@ __all__ = [
     "SharedInformer",
     "Transform",
     "drop_managed_fields",
+    "namespace_scope",
     "object_of",
 ]
 
@@ -71,6 +77,17 @@ log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 """Applied to each freshly decoded object before it is cached; may modify it in place."""
+
+
+def namespace_scope(
+    resource: Resource, namespace: str | Collection[str] | None
+) -> frozenset[str] | None:
+    """The namespaces a view of ``resource`` covers: None for all (and for a cluster-scoped
+    resource), else the set of names (``""`` entries and an empty collection mean all)."""
+    if not resource.namespaced or namespace is None:
+        return None
+    names = frozenset({namespace} if isinstance(namespace, str) else namespace) - {""}
+    return names or None
 
 
 def drop_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +157,7 @@ class SharedInformer:
         client: Client,
         resource: Resource,
         *,
-        namespace: str | None = None,
+        namespace: str | Collection[str] | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         resync_period: float | None = None,
@@ -155,7 +172,8 @@ class SharedInformer:
         on_skip: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.resource = resource
-        self.namespace = namespace if resource.namespaced else None
+        self.namespaces = namespace_scope(resource, namespace)
+        """The namespaces watched (None: all, or a cluster-scoped resource)."""
         self.label_selector = label_selector
         self.field_selector = field_selector
         self.resync_period = resync_period
@@ -165,18 +183,27 @@ class SharedInformer:
             all_indexers[NAMESPACE_INDEX] = namespace_index
         all_indexers.update(indexers or {})
         self.store = Store(representation=representation, indexers=all_indexers)
-        self.reflector = Reflector(
-            client,
-            resource,
-            _Sink(self),
-            namespace=self.namespace,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            page_size=page_size,
-            backoff=backoff,
-            watch_timeout_range=watch_timeout_range,
-            watch_idle_timeout=watch_idle_timeout,
+        # One reflector per namespace (sorted, so names and logs are stable), or one for all.
+        where: list[str | None] = [*sorted(self.namespaces)] if self.namespaces else [None]
+        self.reflectors = tuple(
+            Reflector(
+                client,
+                resource,
+                _Sink(self, ns if len(where) > 1 else None),
+                namespace=ns,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                page_size=page_size,
+                backoff=backoff,
+                watch_timeout_range=watch_timeout_range,
+                watch_idle_timeout=watch_idle_timeout,
+            )
+            for ns in where
         )
+        self.reflector = self.reflectors[0]
+        """The first reflector (the only one unless several namespaces are watched)."""
+        # Namespaces (None: the only reflector) whose first list is not in the store yet.
+        self._unsynced: set[str | None] = set(where) if len(where) > 1 else {None}
         self._handlers: list[EventHandler] = []
         self._on_skip = on_skip
         self.yield_every = yield_every
@@ -190,15 +217,19 @@ class SharedInformer:
         self._running = False
 
     def __repr__(self) -> str:
-        return f"SharedInformer({self.reflector.name})"
+        return f"SharedInformer({self.name})"
 
     @property
     def name(self) -> str:
-        return self.reflector.name
+        if len(self.reflectors) == 1:
+            return self.reflector.name
+        sel = f" ({self.label_selector})" if self.label_selector else ""
+        return f"{self.resource} in {', '.join(sorted(self.namespaces or ()))}{sel}"
 
     @property
     def last_sync_resource_version(self) -> str:
-        return self.reflector.last_sync_resource_version
+        """The only reflector's; "" with several (each namespace's list has its own)."""
+        return self.reflector.last_sync_resource_version if len(self.reflectors) == 1 else ""
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -260,7 +291,8 @@ class SharedInformer:
         self._running = True
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.reflector.run)
+                for reflector in self.reflectors:
+                    tg.start_soon(reflector.run, name=f"reflector {reflector.name}")
                 if self.resync_period:
                     tg.start_soon(self._resync_loop, self.resync_period)
         finally:
@@ -321,7 +353,9 @@ class SharedInformer:
         for h in tuple(self._handlers):
             self._call(h.on_delete, obj)
 
-    async def _replace(self, items: Iterable[dict[str, Any]]) -> None:
+    async def _replace(self, items: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
+        """Make the store equal ``items``; with ``namespace`` (one of several reflectors), only
+        that namespace's part of the store."""
         # One pass over a lazily decoded list: each object is stored (as compact bytes) and
         # announced before the next is decoded, so the list never exists as dicts all at once.
         # Every `yield_every` objects the loop gets a turn: a 50k-object relist is seconds of
@@ -356,7 +390,9 @@ class SharedInformer:
                 for h in tuple(self._handlers):
                     self._call(h.on_update, old, obj)
         # Deletes that happened while we were not watching: announce them as tombstones.
-        for i, key in enumerate(store.keys()):
+        # Another namespace's objects are not this list's to judge.
+        keys = store.keys() if namespace is None else store.index_keys(NAMESPACE_INDEX, namespace)
+        for i, key in enumerate(keys):
             if self.yield_every and i % self.yield_every == self.yield_every - 1:
                 await anyio.lowlevel.checkpoint()
             if key not in seen and key in store:
@@ -365,7 +401,8 @@ class SharedInformer:
                     tomb = DeletedFinalStateUnknown(key, last)
                     for h in tuple(self._handlers):
                         self._call(h.on_delete, tomb)
-        if not self._synced:
+        self._unsynced.discard(namespace)
+        if not self._synced and not self._unsynced:
             self._synced = True
             if self._synced_event is not None:
                 self._synced_event.set()
@@ -384,12 +421,14 @@ def _safe_key(obj: Any) -> str:
 
 @attrs.frozen
 class _Sink:
-    """Adapts the reflector's callbacks to the informer's private methods."""
+    """Adapts a reflector's callbacks to the informer's private methods. ``namespace`` is the
+    reflector's when it is one of several (its relist replaces only that namespace)."""
 
     informer: SharedInformer
+    namespace: str | None = None
 
     async def replace(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
-        await self.informer._replace(items)
+        await self.informer._replace(items, self.namespace)
 
     def added(self, obj: dict[str, Any]) -> None:
         self.informer._upsert(obj)

@@ -4,7 +4,10 @@ This is controller-runtime's default client. Reads follow the
 :mod:`~dynamo_snapshot.runtime.reader` contract and are answered by the informer cache, so a
 reconcile costs no API call to look at the world; a read no cached view can answer (a resource
 nobody watches) goes to the API server instead, and is logged once per resource so that the
-missing watch is visible. ``view=`` makes a read use one view explicitly (and never the server).
+missing watch is visible. When the cache is restricted to some namespaces, a read of another
+namespace raises :class:`~dynamo_snapshot.runtime.cache.NamespaceNotCached` (it is not sent to
+the server), and a ``list`` of every namespace sent to the server lists each of the cache's.
+``view=`` makes a read use one view explicitly (and never the server).
 Writes go to the API server through :class:`~dynamo_snapshot.runtime.client.Client`: ``create``,
 ``update``, ``update_status``, ``patch_merge``, ``patch_json``, ``patch_status``, ``delete``, with
 the same signatures. ``live`` is that raw client (also for watches); ``reader`` the live reader.
@@ -89,6 +92,16 @@ class KubeClient:
             if view is not None:
                 raise
             self._uncached(resource, err)
+        watched = self.cache.namespaces
+        if namespace is None and resource.namespaced and watched is not None:
+            # "Every namespace" of a restricted process: its own, one list each, never a
+            # cluster-wide list it is likely not allowed.
+            out: builtins.list[dict[str, Any]] = []
+            for ns in sorted(watched):
+                out += await self.reader.list(
+                    resource, ns, labels=labels, fields=fields, index=index
+                )
+            return out
         return await self.reader.list(
             resource, namespace, labels=labels, fields=fields, index=index
         )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -68,6 +68,10 @@ class Runnable(Protocol):
     def stop(self) -> None: ...
 
 
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 @attrs.frozen
 class ManagerOptions:
     """How a manager runs. Defaults are controller-runtime's.
@@ -88,7 +92,12 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     cache_sync_timeout: float = 120.0
     namespace: str | None = None
-    """Restrict the informers the builder creates to this namespace (None: all namespaces)."""
+    """Restrict the cache to this one namespace (the single-namespace form of ``namespaces``)."""
+    namespaces: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    """Restrict the cache to these namespaces, as controller-runtime's
+    ``cache.Options.DefaultNamespaces``: one list and watch per namespace for namespaced kinds
+    (namespaced Roles suffice), reads elsewhere fail; cluster-scoped kinds are unaffected.
+    Empty (and no ``namespace``): all namespaces. The leader-election Lease is not affected."""
     service_name: str = "dynamo-snapshot"
     """The tracing service name (unless OTEL_SERVICE_NAME says otherwise)."""
     handle_signals: bool = True
@@ -97,6 +106,12 @@ class ManagerOptions:
     global_tracer_provider: bool = False
     """Install the manager's tracer provider as OpenTelemetry's process-global one, so that
     gRPC and aiohttp instrumentations report through it."""
+
+    @property
+    def watched_namespaces(self) -> frozenset[str] | None:
+        """``namespace`` and ``namespaces`` together; None: all namespaces."""
+        names = frozenset((*self.namespaces, self.namespace or "")) - {""}
+        return names or None
 
 
 @attrs.define
@@ -130,7 +145,9 @@ class Manager:
         self.live = Client(
             api_client, on_request=self.metrics.on_rest_request, field_manager=field_manager
         )
-        self.cache = InformerCache(self.live, on_skip=self.metrics.on_informer_skip)
+        self.cache = InformerCache(
+            self.live, on_skip=self.metrics.on_informer_skip, namespaces=opts.watched_namespaces
+        )
         self.api_reader = LiveReader(self.live, self.cache.index_function)
         self.client = KubeClient(self.cache, self.live, self.api_reader)
         self.events = EventBroadcaster(self.live, clock=self.clock)

@@ -37,10 +37,11 @@ IndexQuery = tuple[str, str]
 
 @attrs.frozen
 class View:
-    """One informer's view of a resource: a namespace (``None``: all) and selectors. A read that
-    names a view is answered from that informer only."""
+    """One informer's view of a resource: a namespace, several, or ``None`` (the cache's: all
+    unless restricted) and selectors. A read that names a view is answered from that informer
+    only."""
 
-    namespace: str | None = None
+    namespace: str | frozenset[str] | None = None
     labels: str | None = None
     fields: str | None = None
 

@@ -12,18 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from dynamo_snapshot.agent.app import assemble
 from dynamo_snapshot.agent.capture import CONTENTS
 from dynamo_snapshot.agent.config import AgentConfig
+from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.agent.reconciler import Agent
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.runtime import Manager, ManagerOptions, RestClient
-from tests.integration.agent.kubelet import NODE_NAME, ensure_node
+from tests.integration.agent.kubelet import NODE_NAME, PlayedPod, ensure_node, played_pod
 from tests.integration.api.crds_fixture import install_crds
 from tests.node import conftest as node_fixtures
+from tests.support import wait_for
 
 RunAgent = Callable[..., AbstractAsyncContextManager[tuple[Manager, Agent]]]
 
@@ -125,6 +128,41 @@ async def create_content(
         },
     }
     return await api.create(CONTENTS, body)
+
+
+@attrs.frozen
+class Bed:
+    """What an agent test plays around the agent: the kubelet (pods in the apiserver and the
+    private containerd) and the PodSnapshot controller (work orders), in the test's namespace."""
+
+    api: RestClient
+    cri: CriClient
+    namespace: str
+    workdir: Path
+
+    def pod(self, **kwargs: Any) -> AbstractAsyncContextManager[PlayedPod]:
+        """``async with bed.pod(...) as pod:`` a played pod (see ``kubelet.played_pod``)."""
+        return played_pod(self.api, self.cri, self.namespace, self.workdir, **kwargs)
+
+    async def order(self, pod: PlayedPod | str, **kwargs: Any) -> dict[str, Any]:
+        """A work order for ``pod`` (a played pod: its name and UID; or just a name)."""
+        if isinstance(pod, PlayedPod):
+            kwargs.setdefault("pod_uid", pod.uid)
+            pod = pod.name
+        return await create_content(self.api, self.namespace, pod, **kwargs)
+
+    async def terminal(self, content: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The content's Ready or Failed condition, once one is True."""
+        name = content["metadata"]["name"]
+        found: dict[str, Any] = await wait_for(
+            lambda: terminal_condition(self.api, name), timeout, f"{name} terminal"
+        )
+        return found
+
+
+@pytest.fixture
+def bed(api: RestClient, cri: CriClient, namespace: str, tmp_path: Path) -> Bed:
+    return Bed(api, cri, namespace, tmp_path)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

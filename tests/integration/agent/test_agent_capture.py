@@ -14,15 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dynamo_snapshot.agent import artifact
-from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.api import constants as c
-from dynamo_snapshot.runtime import PODS, RestClient
-from tests.integration.agent.conftest import (
-    RunAgent,
-    create_content,
-    terminal_condition,
-)
-from tests.integration.agent.kubelet import played_pod
+from dynamo_snapshot.runtime import PODS
+from tests.integration.agent.conftest import Bed, RunAgent
 from tests.support import wait_for
 
 pytestmark = pytest.mark.node
@@ -43,22 +37,16 @@ async def scrape(address: tuple[str, int]) -> dict[str, list[tuple[dict[str, str
 
 @pytest.mark.parametrize("method", ["criu", "cri"])
 async def test_capture_end_to_end(
-    method: str,
-    api: RestClient,
-    namespace: str,
-    run_agent: RunAgent,
-    cri: CriClient,
-    storage_root: Path,
-    tmp_path: Path,
+    method: str, bed: Bed, run_agent: RunAgent, storage_root: Path
 ) -> None:
     checkpoint_id = f"e2e-{method}"
+    namespace = bed.namespace
     async with (
         run_agent(method=method) as (mgr, _agent),
-        played_pod(api, cri, namespace, tmp_path, checkpoint_id=checkpoint_id) as pod,
+        bed.pod(checkpoint_id=checkpoint_id) as pod,
     ):
-        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
-        name = content["metadata"]["name"]
-        cond = await wait_for(lambda: terminal_condition(api, name), 120, f"{name} terminal")
+        content = await bed.order(pod)
+        cond = await bed.terminal(content, 120)
         assert cond["type"] == c.CONDITION_READY, cond
         assert cond["reason"] == c.REASON_CAPTURED
         final = storage_root / checkpoint_id / "versions" / "1"
@@ -75,7 +63,7 @@ async def test_capture_end_to_end(
         await wait_for(sentinel.exists, 30, f"{sentinel} written")
         await wait_for(pod.exited, 30, "workload exit")
         assert await pod.exit_code() == 0
-        pod_obj = await api.get(PODS, pod.name, namespace)
+        pod_obj = await bed.api.get(PODS, pod.name, namespace)
         assert pod_obj["metadata"]["labels"][c.LABEL_CAPTURE_ELIGIBLE] == c.LABEL_TRUE
 
         assert mgr.health_address is not None
@@ -87,7 +75,16 @@ async def test_capture_end_to_end(
             assert resp.status == 200
             assert "[+]cri ok" in await resp.text()
         assert mgr.metrics_address is not None
-        samples = await scrape(mgr.metrics_address)
+        address = mgr.metrics_address
+
+        async def counted() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+            found = await scrape(address)
+            done = found.get("dynamo_snapshot_capture_duration_seconds_count", [])
+            return found if any(lab.get("method") == method for lab, _v in done) else None
+
+        # The capture's duration is observed when its task ends, after the sentinel and the
+        # Lease's release: the workload may exit before that.
+        samples = await wait_for(counted, 30, "the capture's duration in /metrics")
         counts = samples["dynamo_snapshot_capture_duration_seconds_count"]
         assert ({"method": method, "result": "success"}, 1.0) in counts
         phases = {

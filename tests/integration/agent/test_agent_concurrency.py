@@ -20,16 +20,10 @@ import yaml
 
 from dynamo_snapshot.agent import artifact
 from dynamo_snapshot.agent.capture import CONTENTS
-from dynamo_snapshot.agent.cri.client import CriClient
 from dynamo_snapshot.api import constants as c
-from dynamo_snapshot.runtime import Manager, RestClient
-from tests.integration.agent.conftest import (
-    RunAgent,
-    agent_config,
-    create_content,
-    terminal_condition,
-)
-from tests.integration.agent.kubelet import NODE_NAME, played_pod
+from dynamo_snapshot.runtime import Manager
+from tests.integration.agent.conftest import Bed, RunAgent, agent_config, terminal_condition
+from tests.integration.agent.kubelet import NODE_NAME, PlayedPod
 from tests.support import wait_for
 
 pytestmark = pytest.mark.node
@@ -43,25 +37,25 @@ def _captures(mgr: Manager, method: str) -> float:
 
 
 async def test_two_agents_on_one_node_make_one_dump(
-    api: RestClient,
-    namespace: str,
-    run_agent: RunAgent,
-    cri: CriClient,
-    storage_root: Path,
-    tmp_path: Path,
+    bed: Bed, run_agent: RunAgent, storage_root: Path
 ) -> None:
     async with (
         run_agent(identity="snapshot-agent/racer-a") as (mgr_a, _a),
         run_agent(identity="snapshot-agent/racer-b") as (mgr_b, _b),
-        played_pod(api, cri, namespace, tmp_path, checkpoint_id="race") as pod,
+        bed.pod(checkpoint_id="race") as pod,
     ):
-        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
-        name = content["metadata"]["name"]
-        cond = await wait_for(lambda: terminal_condition(api, name), 90, f"{name} terminal")
+        content = await bed.order(pod)
+        cond = await bed.terminal(content, 90)
         assert cond["reason"] == c.REASON_CAPTURED
         await wait_for(pod.exited, 30, "workload exit")
         assert await pod.exit_code() == 0
-        # Both agents had the work order; only one dumped.
+        # Both agents had the work order; only one dumped. (A capture is counted when its task
+        # ends, after the sentinel and the Lease's release: the workload may exit before.)
+        await wait_for(
+            lambda: _captures(mgr_a, "criu") + _captures(mgr_b, "criu") >= 1.0,
+            30,
+            "the capture counted",
+        )
         assert _captures(mgr_a, "criu") + _captures(mgr_b, "criu") == 1.0
     versions = storage_root / "race" / "versions"
     assert sorted(os.listdir(versions)) == ["1", "tmp"]
@@ -69,11 +63,13 @@ async def test_two_agents_on_one_node_make_one_dump(
     artifact.verify(versions / "1", full=True)
 
 
-def _frozen_containers() -> list[str]:
-    """Frozen cgroups under the test bed's cgroup parent."""
-    root = Path("/sys/fs/cgroup/freezer/dynamo-snapshot-node")
+def _frozen_containers(pod: PlayedPod) -> list[str]:
+    """Frozen container cgroups of the pod (not the whole test bed's: another test session on
+    this machine may be dumping a container of its own under the same parent right now)."""
+    assert pod.sandbox_config is not None
+    root = Path("/sys/fs/cgroup/freezer") / pod.sandbox_config.linux.cgroup_parent.lstrip("/")
     out = []
-    for state in root.glob("*/*/freezer.state"):
+    for state in root.glob("*/freezer.state"):
         try:
             if state.read_text().strip() != "THAWED":
                 out.append(str(state.parent))
@@ -108,10 +104,8 @@ def _start_agent(kubeconfig: Path, config: Path, log: Path) -> subprocess.Popen[
 
 
 async def test_kill_9_during_a_dump_then_restart_converges(
-    api: RestClient,
-    namespace: str,
+    bed: Bed,
     kube_cluster: Any,
-    cri: CriClient,
     cri_endpoint: str,
     criu: Path,
     storage_root: Path,
@@ -144,10 +138,8 @@ async def test_kill_9_during_a_dump_then_restart_converges(
     first = _start_agent(kube_cluster.kubeconfig, config, log)
     second: subprocess.Popen[bytes] | None = None
     try:
-        async with played_pod(
-            api, cri, namespace, tmp_path, touch_mib=384, checkpoint_id="killed"
-        ) as pod:
-            content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
+        async with bed.pod(touch_mib=384, checkpoint_id="killed") as pod:
+            content = await bed.order(pod)
             name = content["metadata"]["name"]
             staging = storage_root / "killed" / "versions" / "tmp"
             await wait_for(
@@ -155,21 +147,19 @@ async def test_kill_9_during_a_dump_then_restart_converges(
             )
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-            assert await terminal_condition(api, name) is None
+            assert await terminal_condition(bed.api, name) is None
             final = storage_root / "killed" / "versions" / "1"
             assert not final.exists()
 
             second = _start_agent(kube_cluster.kubeconfig, config, log)
-            cond = await wait_for(
-                lambda: terminal_condition(api, name), 120, f"{name} terminal after restart"
-            )
+            cond = await bed.terminal(content, 120)
             assert cond["reason"] == c.REASON_CAPTURED, (cond, log.read_text()[-3000:])
             manifest = artifact.verify(final, full=True)
             assert manifest["method"] == "cri"
             assert os.listdir(staging) == [], "the dead agent's staging was removed"
             await wait_for(pod.exited, 30, "workload exit")
             assert await pod.exit_code() == 0
-            assert _frozen_containers() == []
+            assert _frozen_containers(pod) == []
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -182,20 +172,15 @@ async def test_kill_9_during_a_dump_then_restart_converges(
 
 
 async def test_ready_without_sentinel_is_released_after_a_restart(
-    api: RestClient,
-    namespace: str,
-    run_agent: RunAgent,
-    cri: CriClient,
-    storage_root: Path,
-    tmp_path: Path,
+    bed: Bed, run_agent: RunAgent, storage_root: Path
 ) -> None:
     """An agent persisted Ready and died before writing snapshot-complete: the next agent
     writes it (without dumping again) and the workload exits 0."""
-    async with played_pod(api, cri, namespace, tmp_path, checkpoint_id="rerelease") as pod:
+    async with bed.pod(checkpoint_id="rerelease") as pod:
         await wait_for(
             (pod.control_dir / c.READY_FOR_SNAPSHOT_FILE).exists, 30, "ready-for-snapshot"
         )
-        content = await create_content(api, namespace, pod.name, pod_uid=pod.uid)
+        content = await bed.order(pod)
         name = content["metadata"]["name"]
         when = "2026-01-01T00:00:00Z"
         conditions = [
@@ -203,7 +188,7 @@ async def test_ready_without_sentinel_is_released_after_a_restart(
              "lastTransitionTime": when}
             for t, s in ((c.CONDITION_READY, "True"), (c.CONDITION_FAILED, "False"))
         ]  # fmt: skip
-        await api.patch_status(CONTENTS, name, {"status": {"conditions": conditions}})
+        await bed.api.patch_status(CONTENTS, name, {"status": {"conditions": conditions}})
         assert not (pod.control_dir / c.SNAPSHOT_COMPLETE_FILE).exists()
         async with run_agent():
             await wait_for(pod.exited, 60, "workload released and exited")

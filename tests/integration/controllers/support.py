@@ -20,7 +20,7 @@ import builtins
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -32,7 +32,7 @@ from dynamo_snapshot.api.checkpoint_id import identity_hash
 from dynamo_snapshot.api.dynamocheckpoint import DynamoCheckpointIdentity
 from dynamo_snapshot.api.resources import DYNAMO_CHECKPOINTS, POD_SNAPSHOT_CONTENTS, POD_SNAPSHOTS
 from dynamo_snapshot.cmd import checkpoint_controller, podsnapshot_controller
-from dynamo_snapshot.cmd.common import CommonOptions
+from dynamo_snapshot.cmd.common import CommonOptions, parse_namespaces
 from dynamo_snapshot.controllers.orphans import OrphanCollector
 from dynamo_snapshot.runtime import (
     EVENTS,
@@ -120,14 +120,16 @@ class Running:
         return out
 
 
-def _options(namespace: str | None) -> CommonOptions:
+def _options(namespace: str | Sequence[str] | None) -> CommonOptions:
+    """The options an entrypoint parses from `--namespace` (one, several, or None: all)."""
+    names = [namespace] if isinstance(namespace, str) else list(namespace or ())
     return CommonOptions(
         kubeconfig=None,
         metrics_bind_address="0",
         health_probe_bind_address="0",
         log_level="info",
         log_format="text",
-        namespace=namespace,
+        namespaces=parse_namespaces(names),
     )
 
 
@@ -137,7 +139,7 @@ def _manager(api: ApiClient, opts: CommonOptions, name: str) -> Manager:
         ManagerOptions(
             metrics_bind_address="0",
             health_probe_bind_address="0",
-            namespace=opts.namespace,
+            namespaces=opts.namespaces,
             handle_signals=False,
             graceful_shutdown_timeout=5,
         ),
@@ -147,15 +149,21 @@ def _manager(api: ApiClient, opts: CommonOptions, name: str) -> Manager:
 
 @contextlib.asynccontextmanager
 async def controllers(
-    api: ApiClient, namespace: str, *, orphan_grace_period: float = 300.0
+    api: ApiClient,
+    namespace: str | Sequence[str],
+    *,
+    orphan_grace_period: float = 300.0,
+    podsnapshot_api: ApiClient | None = None,
 ) -> AsyncIterator[Running]:
-    """Run both controllers (wired exactly as their entrypoints wire them) until the block ends."""
+    """Run both controllers (wired exactly as their entrypoints wire them) until the block ends,
+    watching `namespace` (one, or several as `--namespace a,b` gives). The PodSnapshot controller
+    uses `podsnapshot_api` when given (its own identity), else `api`."""
     opts = _options(namespace)
     ck = _manager(api, opts, checkpoint_controller.PROG)
     checkpoint_controller.build(
         ck, opts, argparse.Namespace(workers=2, job_seccomp_profile=c.SECCOMP_LOCALHOST_PROFILE)
     )
-    ps = _manager(api, opts, podsnapshot_controller.PROG)
+    ps = _manager(podsnapshot_api or api, opts, podsnapshot_controller.PROG)
     _, collector = podsnapshot_controller.build(
         ps, opts, argparse.Namespace(workers=2, orphan_grace_period=orphan_grace_period)
     )

@@ -31,8 +31,10 @@ from tests.support import wait_for
 
 # Measured 18 (sometimes 19): creates of the Job, PodSnapshot and content; one Job delete;
 # patches of the ID label, 3 (or 4) checkpoint status writes, the finalizer and 2 PodSnapshot
-# status writes; 6 Events. One of slack.
-WRITE_BUDGET = 20
+# status writes; 6 Events. Which intermediate states a reconcile observes (each one a status
+# message, so a write) depends on timing, and a write the server refuses (a 409, a timeout on a
+# loaded machine) is counted too: a few of slack. A reconcile writing in a loop makes dozens.
+WRITE_BUDGET = 24
 
 
 def reasons(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -322,7 +324,9 @@ async def test_deleting_a_checkpoint_cascades_to_snapshot_and_content(
         await cluster.wait_gone(POD_SNAPSHOTS, "cascade", cluster.ns)
         await cluster.wait_gone(POD_SNAPSHOT_CONTENTS, meta(content)["name"])
         await cluster.wait_gone(DYNAMO_CHECKPOINTS, "cascade", cluster.ns)
-        assert c.REASON_CONTENT_DELETED in await event_reasons(cluster, "cascade")
+        # Events are sent in the background: the content may be gone before its Event is.
+        message = await cluster.wait_event("cascade", c.REASON_CONTENT_DELETED)
+        assert meta(content)["name"] in message
 
 
 async def test_upstream_shaped_checkpoint_is_honoured(

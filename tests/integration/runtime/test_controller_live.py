@@ -172,9 +172,11 @@ async def test_errors_back_off_with_growing_spacing(kube_api: ApiClient, namespa
     # 5 ms doubling: each gap is at least its backoff (small scheduling slack allowed)...
     for i, gap in enumerate(gaps):
         assert gap >= 0.005 * 2**i * 0.9, f"retry {i + 1} came after {gap:.4f}s: {gaps}"
-    # ...and the spacing grows: the last gaps dwarf the first ones.
-    assert gaps[-1] > 8 * gaps[0], gaps
-    assert sorted(gaps[-4:]) == gaps[-4:], gaps
+    # ...and the spacing grows: the last gaps dwarf the first ones. A gap can only come late
+    # (a busy event loop), never early, so the lower bounds above already say "growing"; this
+    # says "not one large constant delay". It compares with the smallest early gap, and asks no
+    # strict order of neighbours: one late wake-up on a loaded machine must not fail it.
+    assert gaps[-1] > 8 * min(gaps[:3]), gaps
 
 
 async def test_terminal_error_is_not_retried(kube_api: ApiClient, namespace: str) -> None:

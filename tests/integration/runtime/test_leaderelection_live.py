@@ -120,13 +120,19 @@ async def test_only_the_leader_reconciles_and_a_standby_takes_over_after_kill_9(
     await wait_for(lambda: leader.reconciled() >= keys, 30, "the leader to reconcile")
     # Keep changing the objects for several lease durations (many renewals, many polls by the
     # standby): exclusivity must hold over time, not only at one instant.
+    last_round = 0.0
     for round_ in range(12):
+        last_round = time.time()
         for i in range(3):
             data = {"data": {"round": str(round_)}}
             await client.patch_merge(CONFIGMAPS, f"cm-{i}", data, namespace)
         await anyio.sleep(FAST["lease_duration"] / 4)
+    # Every object reconciled after its last change. (Not a count of reconciles: changes that
+    # come while the key still waits in the queue are rightly folded into one reconcile.)
     await wait_for(
-        lambda: len(leader.times("reconcile")) >= 3 * 13, 30, "the leader to see every change"
+        lambda: all(max(leader.times("reconcile", k), default=0.0) > last_round for k in keys),
+        30,
+        "the leader to see every change",
     )
     assert standby.proc.poll() is None, "the standby died"
     assert standby.reconciled() == set(), "the standby reconciled while the leader led"
@@ -139,8 +145,10 @@ async def test_only_the_leader_reconciles_and_a_standby_takes_over_after_kill_9(
     )
     took = time.monotonic() - killed_at
     # The standby waits out the lease from when it last saw it change (at most one retry period
-    # before the kill) and then polls every retry period with jitter (x up to 2.2).
-    bound = FAST["lease_duration"] + 2.2 * FAST["retry_period"] + 1.0
+    # before the kill) and then polls every retry period with jitter (x up to 2.2); measured
+    # 5.1 s of the 5.1 s that allows here. Two seconds for the round trips on a loaded machine:
+    # still less than two lease durations, which waiting the lease out twice would take.
+    bound = FAST["lease_duration"] + 2.2 * FAST["retry_period"] + 2.0
     print(f"takeover {took:.2f}s after kill -9 (lease {FAST['lease_duration']:g}s)")
     assert took <= bound, f"takeover took {took:.1f}s (bound {bound:.1f}s)"
     await client.create(CONFIGMAPS, cm("after", namespace))

@@ -140,10 +140,15 @@ async def test_a_stolen_lease_cancels_the_body_and_is_not_deleted(
 
     async def steal() -> None:
         nonlocal stolen_at
-        lease = await live.get(LEASES, "stolen", namespace)
-        lease["spec"]["holderIdentity"] = "thief"
-        await live.update(LEASES, lease, namespace)
-        stolen_at = time.monotonic()
+        while True:
+            lease = await live.get(LEASES, "stolen", namespace)
+            lease["spec"]["holderIdentity"] = "thief"
+            try:
+                await live.update(LEASES, lease, namespace)
+            except Conflict:
+                continue  # the victim renewed between our read and our write
+            stolen_at = time.monotonic()
+            return
 
     async def guarded() -> HeldLease:
         async with lease_guard(

@@ -25,7 +25,7 @@ def test_defaults_are_specs() -> None:
     assert opts.health_probe_bind_address == ":8081"
     assert not opts.leader_elect
     assert opts.leader_election_id == "x.io"
-    assert opts.namespace is None
+    assert opts.namespaces == ()
     assert opts.log_format == "auto"
     mo = common.manager_options(opts, "svc")
     assert (mo.metrics_bind_address, mo.health_probe_bind_address) == (":8080", ":8081")
@@ -53,7 +53,7 @@ def test_flags_are_read() -> None:
         health_probe_bind_address="0",
         log_level="debug",
         log_format="json",
-        namespace="work",
+        namespaces=("work",),
         leader_elect=True,
         leader_election_id="y",
         leader_election_namespace="sys",
@@ -61,7 +61,7 @@ def test_flags_are_read() -> None:
     mo = common.manager_options(opts, "svc")
     assert mo.leader_election
     assert (mo.leader_election_id, mo.leader_election_namespace) == ("y", "sys")
-    assert mo.namespace == "work"
+    assert mo.watched_namespaces == frozenset({"work"})
 
 
 def test_agent_parser_has_no_leader_flags() -> None:
