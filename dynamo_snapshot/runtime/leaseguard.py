@@ -170,17 +170,24 @@ async def _try_acquire(
     labels: Mapping[str, str] | None,
     clock: Clock,
 ) -> dict[str, Any]:
-    """Create the Lease, or take it when it is free or ours; ``_Held`` when someone holds it."""
+    """Create the Lease, or take it when it is free or ours; ``_Held`` when someone holds it.
+
+    Create first: a guarded piece of work usually has a Lease of its own name that nobody
+    holds yet, and a create that finds one costs no more than the read it saves."""
+    body = {
+        "apiVersion": LEASES.api_version,
+        "kind": LEASES.kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": _spec(identity, duration, clock, None),
+    }
+    try:
+        return await client.create(LEASES, body, namespace)
+    except AlreadyExists:
+        pass  # look at theirs
     while True:
         try:
             lease = await client.get(LEASES, name, namespace)
         except NotFound:
-            body = {
-                "apiVersion": LEASES.api_version,
-                "kind": LEASES.kind,
-                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
-                "spec": _spec(identity, duration, clock, None),
-            }
             try:
                 return await client.create(LEASES, body, namespace)
             except AlreadyExists:

@@ -89,10 +89,13 @@ def node_runtime() -> Iterator[NodeRuntime]:
     if reason:
         pytest.skip(reason)
     env = _node_env()
-    Path(env["NODE_CACHE"]).mkdir(parents=True, exist_ok=True)
-    users = os.open(Path(env["NODE_CACHE"]) / "node.users", os.O_RDWR | os.O_CREAT, 0o600)
+    run_dir = Path(env["NODE_RUN"])
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One users lock per run directory, beside it: sessions on a private runtime
+    # (DYNAMO_SNAPSHOT_NODE_RUN) must not keep the shared one alive, nor it theirs.
+    users = os.open(run_dir.parent / f"{run_dir.name}.users", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(users, fcntl.LOCK_SH)
-    marker = Path(env["NODE_RUN"]) / "started-by-tests"
+    marker = run_dir / "started-by-tests"
     try:
         started = env["RUNNING"] != "yes"
         socket = Path(_run_script(HACK_NODE / "node-up.sh").strip().splitlines()[-1])

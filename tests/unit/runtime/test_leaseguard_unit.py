@@ -15,7 +15,8 @@ from tests.unit.runtime.test_leaderelection_unit import FakeLeaseClient
 
 
 class Leases(FakeLeaseClient):
-    """The stand-in, plus delete with preconditions and scripted failures of ``get``."""
+    """The stand-in, plus delete with preconditions and scripted failures of the acquiring
+    calls (``get`` and ``create``: the guard tries a create first)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,6 +27,11 @@ class Leases(FakeLeaseClient):
         if self.failures:
             raise self.failures.pop(0)
         return await super().get(resource, name, namespace)
+
+    async def create(self, resource: Resource, body: dict[str, Any], namespace: str) -> Any:
+        if self.failures:
+            raise self.failures.pop(0)
+        return await super().create(resource, body, namespace)
 
     async def delete(self, resource: Resource, name: str, namespace: str, **pre: Any) -> Any:
         assert self.lease is not None
