@@ -105,12 +105,16 @@ async def _lease(bed: Bed, checkpoint_id: str) -> dict[str, Any] | None:
         return None
 
 
-async def _held_lease(bed: Bed, checkpoint_id: str, not_uid: str = "") -> dict[str, Any]:
+async def _held_lease(
+    bed: Bed, content: dict[str, Any], where: Path, not_uid: str = ""
+) -> dict[str, Any]:
     """Once the capture task holds the Lease (one other than ``not_uid``) and has renewed it
     once: it has then held it for a renew period, in which a dump it was going to start without
-    the label would have begun."""
+    the label would have begun. Nothing may have dumped at any point of the wait."""
+    checkpoint_id = where.name
 
     async def fresh() -> dict[str, Any] | None:
+        await _assert_nothing_dumped(bed, content, where)
         lease = await _lease(bed, checkpoint_id)
         return lease if lease and lease["metadata"]["uid"] != not_uid else None
 
@@ -118,6 +122,7 @@ async def _held_lease(bed: Bed, checkpoint_id: str, not_uid: str = "") -> dict[s
     version = taken["metadata"]["resourceVersion"]
 
     async def renewed() -> dict[str, Any] | None:
+        await _assert_nothing_dumped(bed, content, where)
         lease = await _lease(bed, checkpoint_id)
         changed = lease and lease["metadata"]["resourceVersion"] != version
         return lease if changed else None
@@ -160,10 +165,9 @@ async def test_dump_waits_for_the_label_patch(
         mgr.client.patch_merge = stand_in.patch_merge
         content = await _order_when_ready(bed, pod)
         await wait_for(stand_in.waiting, 60, "the label patch sent")
-        # The decision ran ahead of the patch's answer: its capture task holds the Lease...
-        await _held_lease(bed, checkpoint_id)
-        # ... but has not dumped: no staging or final directory, no Ready.
-        await _assert_nothing_dumped(bed, content, storage_root / checkpoint_id)
+        # The decision ran ahead of the patch's answer: its capture task holds the Lease, but
+        # has not dumped (no staging or final directory, no Ready) while it held it.
+        await _held_lease(bed, content, storage_root / checkpoint_id)
         assert stand_in.waiting() == 1
         stand_in.answer()
         await _assert_captured(bed, content, storage_root / checkpoint_id / "versions" / "1")
@@ -185,15 +189,13 @@ async def test_failed_label_patch_dumps_nothing_and_the_retry_captures(
         mgr.client.patch_merge = stand_in.patch_merge
         content = await _order_when_ready(bed, pod)
         await wait_for(stand_in.waiting, 60, "the label patch sent")
-        first = await _held_lease(bed, checkpoint_id)
-        await _assert_nothing_dumped(bed, content, where)
+        first = await _held_lease(bed, content, where)
         stand_in.answer(fail=True)
         # The capture task fails with the patch, releasing its Lease; the content is not
         # Failed (the error is transient): the next reconcile labels the pod again, and its
         # capture takes a new Lease. Held again here, so that nothing can have dumped since.
         await wait_for(lambda: stand_in.arrived == 2, 60, "the label patch retried")
-        await _held_lease(bed, checkpoint_id, not_uid=first["metadata"]["uid"])
-        await _assert_nothing_dumped(bed, content, where)
+        await _held_lease(bed, content, where, not_uid=first["metadata"]["uid"])
         stand_in.answer()
         await _assert_captured(bed, content, where / "versions" / "1")
         assert (stand_in.arrived, stand_in.sent) == (2, 1)
