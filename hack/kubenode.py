@@ -564,16 +564,20 @@ class KubeNode:
         """Checkpoint a running container through the kubelet's own API (KEP-2008), as a user
         would without this project, with the admin certificate; the archive's path. Its name has
         one-second resolution (a second call within the same second would overwrite the first
-        archive), so a call waits for the next second when the previous one was in this one."""
+        archive), so a call waits for the next second when the previous one ended in this one.
+        (Ended, not began: the kubelet stamps the name during the call, which may cross into
+        the next second; the second is only known to be past once the answer is in.)"""
         while int(time.time()) == self._last_checkpoint_second:
             time.sleep(0.01)
         url = f"{self.url}/checkpoint/{namespace}/{pod}/{container}?timeout={int(timeout)}"
         ctx = ssl.create_default_context(cafile=str(self.cluster.pki.ca))
         ctx.load_cert_chain(str(self.cluster.pki.cert("admin")), str(self.cluster.pki.key("admin")))
         request = urllib.request.Request(url, method="POST")
-        self._last_checkpoint_second = int(time.time())
-        with urllib.request.urlopen(request, context=ctx, timeout=timeout + 30) as r:
-            items = json.loads(r.read())["items"]
+        try:
+            with urllib.request.urlopen(request, context=ctx, timeout=timeout + 30) as r:
+                items = json.loads(r.read())["items"]
+        finally:
+            self._last_checkpoint_second = int(time.time())
         return Path(items[0])
 
     def empty_dir(self, pod_uid: str, volume: str) -> Path:
