@@ -264,10 +264,13 @@ async def test_foreign_pod_snapshot_of_that_name_is_a_conflict(
     async with controllers(kube_api, cluster.ns):
         await cluster.create_checkpoint(body)
         await cluster.wait_object(JOBS, job_name, cluster.ns)
-        await KubeletStandIn(cluster).run(await cluster.job_pod(job_name))
+        # The pod's existence is enough (SPEC §4.1 step 3): the conflict fails the checkpoint,
+        # whose Job and pod are then deleted, so the pod is not run here (a stand-in kubelet
+        # would race that deletion).
         await _fails_with(
             cluster, "taken", "JobCompleted", c.REASON_POD_SNAPSHOT_CONFLICT, "not controlled"
         )
+        await cluster.wait_gone(JOBS, job_name, cluster.ns)
 
 
 async def test_artifact_version_bump_starts_over(kube_api: ApiClient, cluster: Cluster) -> None:
