@@ -23,7 +23,11 @@ trap 'echo "terminated at counter ${n:-0}"; exit 143' TERM
 trap 'exit 130' INT
 
 publish() { # name value: atomically, so a reader never sees a half-written file
-    echo "$2" >"$dir/.$1.tmp" && mv -f "$dir/.$1.tmp" "$dir/$1"
+    # A restore elsewhere gets a fresh control directory: a dump taken between the write and the
+    # rename restores into a directory without the temporary file. The next tick writes it
+    # again, so a failed rename is reported, not fatal (set -e would end the restored workload).
+    echo "$2" >"$dir/.$1.tmp" && mv -f "$dir/.$1.tmp" "$dir/$1" ||
+        echo "publish $1: not written this tick" >&2
 }
 
 # The touched memory is held by a child, part of the container's process tree like the workload
