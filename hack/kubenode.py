@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -86,6 +87,15 @@ def _mounts_under(root: Path) -> list[str]:
         if point == prefix or point.startswith(prefix + "/"):
             found.append(point)
     return sorted(found, key=len, reverse=True)
+
+
+def _epoch_second(rfc3339: object) -> int:
+    """Seconds since the epoch of an API time ("2026-01-02T03:04:05Z"); 0 when absent."""
+    try:
+        parsed = datetime.datetime.fromisoformat(str(rfc3339).replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    return int(parsed.timestamp())
 
 
 def _pid_running(pidfile: Path, comm: str) -> int | None:
@@ -352,14 +362,23 @@ class KubeNode:
     def _healthy(self) -> bool:
         return self.pid() is not None and self.ready()
 
-    def ready(self) -> bool:
+    def ready(self, after_second: int | None = None) -> bool:
+        """Whether the Node is Ready; with `after_second`, only as reported by a kubelet in a
+        later second (the heartbeat has one-second resolution). A kubelet of an earlier run of
+        this node left its Node Ready, and the node lifecycle controller only says otherwise
+        some 40 s after it stopped."""
         try:
             node = self.cluster.request("GET", f"/api/v1/nodes/{self.name}")
         except (OSError, urllib.error.URLError):
             return False
         status = node.get("status")
         conditions = status.get("conditions", []) if isinstance(status, dict) else []
-        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return any(
+            c.get("type") == "Ready"
+            and c.get("status") == "True"
+            and (after_second is None or _epoch_second(c.get("lastHeartbeatTime")) > after_second)
+            for c in conditions
+        )
 
     def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -373,6 +392,11 @@ class KubeNode:
         self._cgroup_root()
         config = self.dir / "kubelet-config.json"
         config.write_text(json.dumps(self._kubelet_config(), indent=2))
+        # Every heartbeat of an earlier kubelet of this name is stamped `earlier` at the latest;
+        # starting ours in a later second tells its heartbeats apart (see `ready`).
+        earlier = int(time.time())
+        while int(time.time()) == earlier:
+            time.sleep(0.01)
         log = open(self.dir / "kubelet.log", "ab")  # noqa: SIM115 - handed to the child
         self._child = subprocess.Popen(
             [
@@ -400,7 +424,7 @@ class KubeNode:
         log.close()
         self.paths.pidfile.write_text(str(self._child.pid))
         deadline = time.monotonic() + READY_TIMEOUT
-        while not self.ready():
+        while not self.ready(after_second=earlier):
             if self.pid() is None:
                 tail = (self.dir / "kubelet.log").read_text(errors="replace")[-3000:]
                 raise NodeError(f"the kubelet exited before its Node was Ready:\n{tail}")

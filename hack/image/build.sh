@@ -121,9 +121,11 @@ if [[ ! -f "$out/image.txt" || "${DYNAMO_SNAPSHOT_IMAGE_FRESH:-}" == 1 ]]; then
   rm -f "$out.tmp/digest"
   rm -rf "$out"
   mv "$out.tmp" "$out"
-  # Older builds are dead weight: keep only this one.
-  find "$image_cache/out" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+  # Older builds are dead weight, but another checkout's deploy may be about to import the one
+  # it was just handed (the lock is released by then): remove only those unused for an hour.
+  find "$image_cache/out" -mindepth 1 -maxdepth 1 ! -name "$key" -mmin +60 -exec rm -rf {} +
 fi
+touch "$out" # in use: see the clean-up above
 
 if [[ -n "$import_socket" ]]; then
   read -r ref tarball digest <"$out/image.txt"

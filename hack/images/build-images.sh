@@ -16,6 +16,11 @@ images_dir="$REPO_ROOT/hack/images"
 key="$(cat "$images_dir/ocilayout.py" "$images_dir/build.py" "$images_dir/workload/workload.sh" \
   "$busybox" | sha256sum | cut -c1-16)"
 out="$NODE_CACHE/images/$key"
+mkdir -p "$NODE_CACHE/images"
+# One build at a time on the machine (test sessions of several checkouts share the cache): two
+# builds of one key would share "$out.tmp".
+exec 8>"$NODE_CACHE/images.lock"
+flock 8
 if [[ ! -f "$out/images.txt" ]]; then
   log "building images into $out"
   rm -rf "$out.tmp"
@@ -27,9 +32,13 @@ if [[ ! -f "$out/images.txt" ]]; then
   rm "$out.tmp/images.txt.partial"
   rm -rf "$out"
   mv "$out.tmp" "$out"
-  # Older builds are dead weight: keep only this one.
-  find "$NODE_CACHE/images" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+  # Older builds are dead weight, but another checkout's session may be using one right now
+  # (its tests read the tarballs it was handed): remove only those unused for a day.
+  find "$NODE_CACHE/images" -mindepth 1 -maxdepth 1 ! -name "$key" -mmin +1440 -exec rm -rf {} +
 fi
+touch "$out" # in use: see the clean-up above
+flock -u 8
+exec 8>&-
 
 if [[ "$import" == yes ]]; then
   [[ -S "$CRI_SOCKET" ]] || die "no node running (socket $CRI_SOCKET missing); run node-up"

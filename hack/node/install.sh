@@ -50,8 +50,12 @@ main() {
   # `criu` from PATH (also in RPC `swrk` mode), so the wrapper must be named criu. The config file
   # carries `network-lock nftables` (iptables-restore is absent here); the env variable reaches
   # CRIU in RPC mode too, where there is no command line to add options to.
-  printf '%s\n' '# Written by hack/node/install.sh' 'network-lock nftables' \
-    >"$NODE_CACHE/etc/criu.conf"
+  # Written like the wrapper (a temp file, then rename), and only when it changed: every node-up
+  # and image build runs this script, and a CRIU starting meanwhile (another test session on this
+  # machine) must never read a truncated file, which would drop the network-lock setting.
+  local conf="$NODE_CACHE/etc/criu.conf"
+  printf '%s\n' '# Written by hack/node/install.sh' 'network-lock nftables' >"$conf.tmp.$$"
+  if cmp -s "$conf.tmp.$$" "$conf"; then rm -f "$conf.tmp.$$"; else mv -f "$conf.tmp.$$" "$conf"; fi
   local libs="$criu/usr/lib/x86_64-linux-gnu:$criu/lib/x86_64-linux-gnu" loader
   # trixie has merged /usr; older suites keep the loader in /lib64.
   for loader in "$criu/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \

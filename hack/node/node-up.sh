@@ -51,11 +51,14 @@ else
     HOME="${HOME:-/root}" TMPDIR="${TMPDIR:-/tmp}" \
     setsid "$NODE_BIN/containerd" --config "$NODE_RUN/etc/containerd.toml" \
     </dev/null >>"$NODE_RUN/log/containerd.log" 2>&1 9>&- &
-  echo $! >"$CONTAINERD_PIDFILE"
-  # Ready when it answers on its socket; give up early if it died.
+  child=$!
+  echo "$child" >"$CONTAINERD_PIDFILE"
+  # Ready when it answers on its socket; give up early if it died. "Died" is our child being
+  # gone, not containerd_running: until env and setsid have exec'd, the child's binary is still
+  # bash, env or setsid, and on a loaded machine the first check can come before that.
   deadline=$((SECONDS + 60))
   until "$NODE_BIN/ctr" --address "$CRI_SOCKET" version >/dev/null 2>&1; do
-    if ! containerd_running; then
+    if ! pid_alive "$child"; then
       tail -n 30 "$NODE_RUN/log/containerd.log" >&2 || true
       die "containerd exited during start"
     fi

@@ -3,6 +3,7 @@ cgroup, interface or log link, and the host's sysctls and paths as they were."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -44,7 +45,14 @@ def _log_links_into(path: Path) -> list[Path]:
     links = Path("/var/log/containers")
     if not links.is_dir():
         return []
-    return [p for p in links.iterdir() if str(path) in os.readlink(p)]
+    found = []
+    for p in links.iterdir():
+        # The session's own node (kube_node) runs meanwhile: its kubelet may remove a link of
+        # its own between the listing and the readlink.
+        with contextlib.suppress(OSError):
+            if str(path) in os.readlink(p):
+                found.append(p)
+    return found
 
 
 def _cgroup_pids(node: KubeNode) -> set[int]:

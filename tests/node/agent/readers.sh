@@ -34,19 +34,19 @@ done
 if [[ -n "$loader" ]]; then
   libs="$ctl/usr/lib/x86_64-linux-gnu:$ctl/lib/x86_64-linux-gnu"
   printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' "$loader" "$libs" \
-    "$ctl/usr/bin/checkpointctl" >"$bin/checkpointctl.tmp"
+    "$ctl/usr/bin/checkpointctl" >"$bin/checkpointctl.tmp.$$"
 else
-  printf '#!/bin/sh\nexec "%s" "$@"\n' "$ctl/usr/bin/checkpointctl" >"$bin/checkpointctl.tmp"
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$ctl/usr/bin/checkpointctl" >"$bin/checkpointctl.tmp.$$"
 fi
-chmod 0755 "$bin/checkpointctl.tmp" && mv -f "$bin/checkpointctl.tmp" "$bin/checkpointctl"
+chmod 0755 "$bin/checkpointctl.tmp.$$" && mv -f "$bin/checkpointctl.tmp.$$" "$bin/checkpointctl"
 
 pycriu="$(fetch_package PYCRIU python3-pycriu no)"
 protobuf="$(fetch_package PROTOBUF python3-protobuf no)"
 pypath="$pycriu/usr/lib/python3/dist-packages:$protobuf/usr/lib/python3/dist-packages"
 # The pure-Python protobuf: the package's C++ extension wants bookworm's libprotobuf, not unpacked.
 printf '#!/bin/sh\nPROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python PYTHONPATH="%s" exec /usr/bin/python3 "%s" "$@"\n' \
-  "$pypath" "$pycriu/usr/bin/crit" >"$bin/crit.tmp"
-chmod 0755 "$bin/crit.tmp" && mv -f "$bin/crit.tmp" "$bin/crit"
+  "$pypath" "$pycriu/usr/bin/crit" >"$bin/crit.tmp.$$"
+chmod 0755 "$bin/crit.tmp.$$" && mv -f "$bin/crit.tmp.$$" "$bin/crit"
 
 echo "CHECKPOINTCTL=$bin/checkpointctl"
 echo "CRIT=$bin/crit"
