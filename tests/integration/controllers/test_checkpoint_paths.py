@@ -263,13 +263,14 @@ async def test_foreign_pod_snapshot_of_that_name_is_a_conflict(
     )
     async with controllers(kube_api, cluster.ns):
         await cluster.create_checkpoint(body)
-        await cluster.wait_object(JOBS, job_name, cluster.ns)
         # The pod's existence is enough (SPEC §4.1 step 3): the conflict fails the checkpoint,
-        # whose Job and pod are then deleted, so the pod is not run here (a stand-in kubelet
-        # would race that deletion).
-        await _fails_with(
+        # whose Job and pod are then deleted at once. Neither is waited for nor run here: the
+        # Job may live for less than one poll, and a stand-in kubelet would race its deletion.
+        ckpt = await _fails_with(
             cluster, "taken", "JobCompleted", c.REASON_POD_SNAPSHOT_CONFLICT, "not controlled"
         )
+        assert ckpt["status"]["jobName"] == job_name
+        assert reasons(ckpt)["JobCreated"][0] == "True"
         await cluster.wait_gone(JOBS, job_name, cluster.ns)
 
 
