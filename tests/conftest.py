@@ -158,8 +158,15 @@ async def namespace(kube_api: ApiClient) -> AsyncIterator[str]:
         sas = await core.list_namespaced_service_account(name)
         return any(sa.metadata.name == "default" for sa in sas.items)
 
+    async def root_ca_published() -> bool:
+        cms = await core.list_namespaced_config_map(name)
+        return any(cm.metadata.name == "kube-root-ca.crt" for cm in cms.items)
+
     # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
     await wait_for(default_sa_exists, 120, f"ServiceAccount {name}/default")
+    # It also publishes kube-root-ca.crt into the namespace at its own pace; tests that list the
+    # namespace's ConfigMaps would otherwise see it or not, depending on the machine's load.
+    await wait_for(root_ca_published, 120, f"ConfigMap {name}/kube-root-ca.crt")
     try:
         yield name
     finally:
