@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import shutil
 import subprocess
@@ -52,6 +53,12 @@ def _node() -> tuple[str, Path]:
     socket = subprocess.run(
         [str(REPO / "hack/node/node-up.sh")], capture_output=True, text=True, check=True
     ).stdout.split()[-1]
+    if env.get("RUNNING") != "yes":
+        # Started here, so stopped here when the benchmark ends; one started by `just node-up`
+        # (or a test session) stays up.
+        atexit.register(
+            subprocess.run, [str(REPO / "hack/node/node-down.sh")], capture_output=True, check=False
+        )
     subprocess.run([str(REPO / "hack/images/build-images.sh")], capture_output=True, check=True)
     return socket, Path(env["NODE_BIN"]) / "criu"
 
