@@ -12,13 +12,23 @@ sizes (`maxLength`, `maxItems`, `maxProperties`) or the apiserver rejects them a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 Schema = dict[str, Any]
 
 # RFC 1123 label: container names, namespaces (63 characters at most).
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL_MAX: Final = 63
+_DNS_LABEL: Final = re.compile(DNS_LABEL_PATTERN)
+
+
+def is_dns_label(name: str) -> bool:
+    """Whether ``name`` is an RFC 1123 label, as the API server checks one (length included)."""
+    return len(name) <= DNS_LABEL_MAX and _DNS_LABEL.fullmatch(name) is not None
+
+
 # RFC 1123 subdomain: pod and node names (253 characters at most).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # resource.Quantity as controller-gen writes it.

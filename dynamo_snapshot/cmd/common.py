@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import attrs
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
+from dynamo_snapshot.api.schema import is_dns_label
 from dynamo_snapshot.runtime.cache import CacheSyncTimeout
 from dynamo_snapshot.runtime.client import Client
 from dynamo_snapshot.runtime.errors import ApiError, Forbidden, NotFound
@@ -79,10 +79,6 @@ class StartupError(Exception):
     """A condition an operator must fix before the binary can work; the message is one line."""
 
 
-# A namespace name is an RFC 1123 label (what the API server accepts).
-_NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-
 def parse_namespaces(values: Iterable[str] | None) -> tuple[str, ...]:
     """``--namespace`` values (each may hold several names separated by commas) as a sorted
     tuple of distinct names; empty means all namespaces. A name the API server would reject
@@ -93,7 +89,7 @@ def parse_namespaces(values: Iterable[str] | None) -> tuple[str, ...]:
             name = part.strip()
             if not name:
                 continue
-            if not _NAMESPACE_NAME.fullmatch(name):
+            if not is_dns_label(name):  # what the API server accepts as a namespace name
                 raise StartupError(
                     f"--namespace: {name!r} is not a namespace name (lowercase letters, digits "
                     "and '-', at most 63)"

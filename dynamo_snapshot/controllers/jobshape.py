@@ -23,18 +23,15 @@ A template without the target container cannot be captured: `JobShapeError` name
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any, Final
 
 from dynamo_snapshot.api import constants as c
 from dynamo_snapshot.api.dynamocheckpoint import DynamoCheckpoint
+from dynamo_snapshot.api.schema import DNS_LABEL_MAX, is_dns_label
 from dynamo_snapshot.runtime import set_controller_reference
 
 JSON = dict[str, Any]
 
-# A label value (and so a Job name part): what the `job-name` label of the Job's pods allows.
-_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_MAX_NAME: Final = 63
 READINESS_PERIOD_SECONDS: Final = 1
 
 
@@ -54,10 +51,10 @@ def job_name(checkpoint_id: str, artifact_version: str) -> str:
 
 def validate_job_name(name: str) -> None:
     """The name also becomes the pods' `batch.kubernetes.io/job-name` label: a DNS label."""
-    if len(name) > _MAX_NAME or not _DNS_LABEL.fullmatch(name):
+    if not is_dns_label(name):
         raise JobShapeError(
             f"Job name {name!r} (from the checkpoint ID and the artifact version) is not a "
-            f"DNS-1123 label of at most {_MAX_NAME} characters",
+            f"DNS-1123 label of at most {DNS_LABEL_MAX} characters",
             c.REASON_INVALID_CHECKPOINT_ID,
         )
 
