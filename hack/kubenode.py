@@ -98,6 +98,13 @@ def _epoch_second(rfc3339: object) -> int:
     return int(parsed.timestamp())
 
 
+def _wait_past_second(second: int) -> None:
+    """Return once the wall clock has left `second` (for names and stamps with one-second
+    resolution)."""
+    while int(time.time()) == second:
+        time.sleep(0.01)
+
+
 def _pid_running(pidfile: Path, comm: str) -> int | None:
     """The PID in `pidfile` if that process is alive and is `comm` (never a recycled PID)."""
     try:
@@ -395,8 +402,7 @@ class KubeNode:
         # Every heartbeat of an earlier kubelet of this name is stamped `earlier` at the latest;
         # starting ours in a later second tells its heartbeats apart (see `ready`).
         earlier = int(time.time())
-        while int(time.time()) == earlier:
-            time.sleep(0.01)
+        _wait_past_second(earlier)
         log = open(self.dir / "kubelet.log", "ab")  # noqa: SIM115 - handed to the child
         self._child = subprocess.Popen(
             [
@@ -591,8 +597,7 @@ class KubeNode:
         archive), so a call waits for the next second when the previous one ended in this one.
         (Ended, not began: the kubelet stamps the name during the call, which may cross into
         the next second; the second is only known to be past once the answer is in.)"""
-        while int(time.time()) == self._last_checkpoint_second:
-            time.sleep(0.01)
+        _wait_past_second(self._last_checkpoint_second)
         url = f"{self.url}/checkpoint/{namespace}/{pod}/{container}?timeout={int(timeout)}"
         ctx = ssl.create_default_context(cafile=str(self.cluster.pki.ca))
         ctx.load_cert_chain(str(self.cluster.pki.cert("admin")), str(self.cluster.pki.key("admin")))
