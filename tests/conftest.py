@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,7 +21,10 @@ from kubenode import TEST_TAINT, KubeNode
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
-from tests.support import Impersonate, wait_for
+from dynamo_snapshot.runtime.client import Client
+from dynamo_snapshot.runtime.errors import ApiError
+from dynamo_snapshot.runtime.resource import NAMESPACES
+from tests.support import Impersonate, create_test_namespace
 
 EXISTING_CLUSTER_ENV = "DYNAMO_SNAPSHOT_EXISTING_CLUSTER"
 # With EXISTING_CLUSTER_ENV: the directory of the `just up` cluster whose node tests use.
@@ -144,34 +146,13 @@ def impersonate(kube_cluster: ControlPlane | ExistingCluster) -> Impersonate:
 
 @pytest.fixture
 async def namespace(kube_api: ApiClient) -> AsyncIterator[str]:
-    core = client.CoreV1Api(kube_api)
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=name, labels={"dynamo-snapshot.test/ephemeral": "true"}
-            )
-        )
-    )
-
-    async def default_sa_exists() -> bool:
-        sas = await core.list_namespaced_service_account(name)
-        return any(sa.metadata.name == "default" for sa in sas.items)
-
-    async def root_ca_published() -> bool:
-        cms = await core.list_namespaced_config_map(name)
-        return any(cm.metadata.name == "kube-root-ca.crt" for cm in cms.items)
-
-    # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
-    await wait_for(default_sa_exists, 120, f"ServiceAccount {name}/default")
-    # It also publishes kube-root-ca.crt into the namespace at its own pace; tests that list the
-    # namespace's ConfigMaps would otherwise see it or not, depending on the machine's load.
-    await wait_for(root_ca_published, 120, f"ConfigMap {name}/kube-root-ca.crt")
+    admin = Client(kube_api)
+    name = await create_test_namespace(admin)
     try:
         yield name
     finally:
-        with contextlib.suppress(client.ApiException):
-            await core.delete_namespace(name)
+        with contextlib.suppress(ApiError):
+            await admin.delete(NAMESPACES, name)
 
 
 @pytest.fixture(scope="session")

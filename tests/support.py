@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from dynamo_snapshot.runtime.client import Client, RawList
 from dynamo_snapshot.runtime.errors import NotFound
-from dynamo_snapshot.runtime.resource import NAMESPACES, SERVICEACCOUNTS
+from dynamo_snapshot.runtime.resource import CONFIGMAPS, NAMESPACES, SERVICEACCOUNTS, Resource
 
 Impersonate = Callable[..., AbstractAsyncContextManager[ApiClient]]
 
@@ -70,3 +71,32 @@ async def controller_manager_recovered(admin: Client) -> None:
         await wait_for(default_sa, 120, "the controller-manager to recover from the restart")
     finally:
         await admin.delete(NAMESPACES, probe)
+
+
+EPHEMERAL_LABEL = "dynamo-snapshot.test/ephemeral"
+
+
+async def create_test_namespace(client: Client) -> str:
+    """A fresh namespace labelled ephemeral, returned once the controller-manager has populated
+    it: its default ServiceAccount (pods are refused before it) and ``kube-root-ca.crt``, which
+    it publishes at its own pace (tests that list a namespace's ConfigMaps would otherwise see
+    it or not, depending on the machine's load)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await client.create(
+        NAMESPACES, {"metadata": {"name": name, "labels": {EPHEMERAL_LABEL: "true"}}}
+    )
+    for resource, obj in ((SERVICEACCOUNTS, "default"), (CONFIGMAPS, "kube-root-ca.crt")):
+        await wait_for(
+            functools.partial(_exists, client, resource, obj, name),
+            120,
+            f"{resource.kind} {name}/{obj}",
+        )
+    return name
+
+
+async def _exists(client: Client, resource: Resource, name: str, namespace: str) -> bool:
+    try:
+        await client.get(resource, name, namespace)
+    except NotFound:
+        return False
+    return True

@@ -6,7 +6,6 @@ what a process with exactly those grants can do."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
@@ -14,8 +13,8 @@ from typing import Any, Final
 from kubernetes_asyncio.client import ApiClient
 
 from dynamo_snapshot.runtime import NotFound, Resource, RestClient
-from dynamo_snapshot.runtime.resource import NAMESPACES, SERVICEACCOUNTS
-from tests.support import wait_for
+from dynamo_snapshot.runtime.resource import NAMESPACES
+from tests.support import create_test_namespace
 
 RBAC: Final = "rbac.authorization.k8s.io"
 ROLES: Final = Resource(RBAC, "v1", "roles", "Role")
@@ -39,39 +38,17 @@ def service_account_user(namespace: str, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def extra_namespaces(api: ApiClient, count: int) -> AsyncIterator[list[str]]:
-    """`count` fresh namespaces (each with its default ServiceAccount), deleted afterwards."""
+    """`count` fresh namespaces (see `create_test_namespace`), deleted afterwards."""
     client = RestClient(api)
-    names = [f"t-{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    names: list[str] = []
     try:
-        for name in names:
-            await client.create(
-                NAMESPACES,
-                {
-                    "metadata": {
-                        "name": name,
-                        "labels": {"dynamo-snapshot.test/ephemeral": "true"},
-                    }
-                },
-            )
-        for name in names:
-            await wait_for(
-                functools.partial(_has_default_sa, client, name),
-                120,
-                f"ServiceAccount {name}/default",
-            )
+        for _ in range(count):
+            names.append(await create_test_namespace(client))
         yield names
     finally:
         for name in names:
             with contextlib.suppress(NotFound):
                 await client.delete(NAMESPACES, name)
-
-
-async def _has_default_sa(client: RestClient, namespace: str) -> bool:
-    try:
-        await client.get(SERVICEACCOUNTS, "default", namespace)
-    except NotFound:
-        return False
-    return True
 
 
 class Grants:
